@@ -1,0 +1,193 @@
+"""skorch, made fast for small data through its own extension points.
+
+skorch stays the engine (callbacks, history, checkpointing all keep working); three of
+its defaults are replaced because they dominate the cost of training small networks:
+
+* the DataLoader collates one sample at a time (about 10x a raw torch loop): data that
+  are already tensors are batched by slicing/indexing them directly (``get_iterator``);
+* ``History.__getitem__`` copies the whole per-epoch list on every access, so skorch's own
+  ``history[-1]`` made each epoch cost O(epochs so far): :class:`FastHistory` indexes the
+  list directly;
+* ``step["loss"].item()`` after every batch synchronises a CUDA device once per batch:
+  the batch losses are collected as tensors and read back once per epoch.
+"""
+
+import math
+
+import torch
+from skorch import NeuralNetClassifier
+from skorch.history import History
+
+
+class FastHistory(History):
+    """A skorch History whose integer and slice indexing do not copy the whole list."""
+
+    def __getitem__(self, i):
+        if isinstance(i, int | slice):
+            return list.__getitem__(self, i)
+        if isinstance(i, tuple) and i and isinstance(i[0], int):
+            # history[-1, "key", ...]: resolve the epoch first, then only that row.
+            row = History([list.__getitem__(self, i[0])])
+            return row[(0, *i[1:])]
+        return super().__getitem__(i)
+
+
+class TensorData(torch.utils.data.Dataset):
+    """Features and encoded targets held as tensors (on the training device)."""
+
+    def __init__(self, X, y=None):
+        self.X = X
+        self.y = y
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        return self.X[i], (self.y[i] if self.y is not None else torch.zeros(()))
+
+
+class TensorBatches:
+    """Iterate over mini-batches of tensors by indexing, with seeded shuffling.
+
+    Parameters
+    ----------
+    data : TensorData
+    batch_size : int
+        ``-1`` or at least ``len(data)`` yields the whole data as one batch, without a
+        copy: full-batch gradient descent, the paper's regime.
+    shuffle : bool
+        Draw a new permutation from ``generator`` at every pass.
+    generator : torch.Generator or None
+        CPU generator owned by the estimator, so shuffling never touches torch's global
+        RNG (parallel fits would race on it).
+    """
+
+    def __init__(self, data, batch_size, shuffle=False, generator=None):
+        self.data = data
+        n = len(data)
+        self.batch_size = (
+            n if batch_size in (-1, None) or batch_size >= n else batch_size
+        )
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self):
+        return max(1, math.ceil(len(self.data) / self.batch_size))
+
+    def __iter__(self):
+        X, y = self.data.X, self.data.y
+        n, bs = len(X), self.batch_size
+        if y is None:
+            y = torch.zeros(n, dtype=torch.long, device=X.device)
+        if bs >= n:
+            yield X, y
+            return
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(X.device)
+            for start in range(0, n, bs):
+                idx = order[start : start + bs]
+                yield X[idx], y[idx]
+        else:
+            for start in range(0, n, bs):
+                yield X[start : start + bs], y[start : start + bs]
+
+
+class DynamicalNet(NeuralNetClassifier):
+    """NeuralNetClassifier with the fast data path and a copy-free history.
+
+    Used internally by :class:`~skdynloss.DynamicalLossClassifier`; it is ``clf.net_``.
+    Behaves as skorch's NeuralNetClassifier except that tensors passed to ``fit`` are
+    batched without a DataLoader, and ``train_loss`` is read back once per epoch.
+    """
+
+    def __init__(self, *args, generator=None, prediction_batch_size=16384, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generator = generator
+        self.prediction_batch_size = prediction_batch_size
+
+    @property
+    def _default_callbacks(self):
+        # The classifier passes the callbacks it needs (and PrintLog when verbose).
+        return []
+
+    def initialize_history(self):
+        self.history_ = FastHistory()
+        return self
+
+    def get_dataset(self, X, y=None):
+        if isinstance(X, torch.Tensor) and (y is None or isinstance(y, torch.Tensor)):
+            return TensorData(X, y)
+        return super().get_dataset(X, y)
+
+    def get_iterator(self, dataset, training=False):
+        if isinstance(dataset, TensorData):
+            if training:
+                return TensorBatches(
+                    dataset, self.batch_size, shuffle=True, generator=self.generator
+                )
+            return TensorBatches(dataset, self.prediction_batch_size)
+        return super().get_iterator(dataset, training=training)
+
+    def _set_training(self, training=True):
+        # skorch calls this at every step; nn.Module.train walks all submodules, so only
+        # switch the modules that are not in the requested mode already.
+        for name in self._modules + self._criteria:
+            module = getattr(self, name + "_")
+            if isinstance(module, torch.nn.Module) and module.training != training:
+                module.train(training)
+
+    def train_step(self, batch, **fit_params):
+        optimizer = self.optimizer_
+        if isinstance(optimizer, torch.optim.LBFGS):
+            # Optimizers that re-evaluate the loss need skorch's closure.
+            return super().train_step(batch, **fit_params)
+        # Same sequence as skorch's train_step (zero grad, forward/backward,
+        # on_grad_computed, step) without building a closure and a parameter
+        # generator at every step.
+        optimizer.zero_grad(set_to_none=True)
+        step = self.train_step_single(batch, **fit_params)
+        if self._grad_callbacks:
+            from skorch.utils import TeeGenerator
+
+            self.notify(
+                "on_grad_computed",
+                named_parameters=TeeGenerator(self.get_all_learnable_params()),
+                batch=batch,
+                training=True,
+            )
+        optimizer.step()
+        return step
+
+    def initialize_callbacks(self):
+        super().initialize_callbacks()
+        # Only notify on_grad_computed when some callback actually implements it.
+        from skorch.callbacks import Callback
+
+        self._grad_callbacks = [
+            cb
+            for _, cb in self.callbacks_
+            if type(cb).on_grad_computed is not Callback.on_grad_computed
+        ]
+        return self
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        if iterator is None:
+            return
+        losses, sizes = [], []
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            losses.append(step["loss"].detach())
+            sizes.append(len(batch[0]))
+            self.history.record_batch(prefix + "_batch_size", sizes[-1])
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+        # One device synchronisation per epoch instead of one per batch.
+        values = torch.stack(losses).tolist() if len(losses) > 1 else [losses[0].item()]
+        rows = list.__getitem__(self.history, -1)["batches"][-len(values) :]
+        for row, value in zip(rows, values, strict=True):
+            row[prefix + "_loss"] = value
+        self.history.record(prefix + "_batch_count", len(values))
+        # The epoch's loss: the mean over batches weighted by their size, as skorch's
+        # PassthroughScoring computes it.
+        total = sum(v * s for v, s in zip(values, sizes, strict=True))
+        self.history.record(prefix + "_loss", total / sum(sizes))
