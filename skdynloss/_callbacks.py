@@ -116,17 +116,21 @@ class LossClock(Callback):
 class DivergenceGuard(Callback):
     """Stop training when the loss stops being finite, and keep the last good state.
 
-    At the end of every epoch whose ``train_loss`` is finite the parameters are copied
-    aside; when an epoch's loss is NaN or infinite the parameters of the last finite epoch
-    are restored, the optimizer's state (momentum, Adam moments, possibly non-finite now)
-    is cleared, the diverged epoch is dropped from the history, a warning names the
-    likely cause, and training stops. The estimator stays usable: it predicts with the
-    restored parameters and can be trained further.
+    An epoch's ``train_loss`` is measured at the parameters the epoch *started* from, so
+    a finite loss vouches for those parameters, not for the ones the epoch produced. The
+    guard therefore keeps two copies: the parameters at the start of the current epoch,
+    and those at the start of the last epoch whose loss was finite. When an epoch's loss
+    is NaN or infinite, the latter are restored, the optimizer's state (momentum, Adam
+    moments, perhaps non-finite now) is cleared, the history is cut back to the epochs
+    that produced the restored parameters (so the loss clock resumes consistently), a
+    warning names the likely cause, and training stops. The estimator stays usable: it
+    predicts with the restored parameters and can be trained further.
     """
 
     def initialize(self):
         self.diverged_ = False
-        self._tensors = self._snapshot = None
+        self._tensors = self._good = self._start = None
+        self._good_epoch = 0
         return self
 
     def on_train_begin(self, net, **kwargs):
@@ -134,26 +138,37 @@ class DivergenceGuard(Callback):
         module = net.module_
         self._tensors = [*module.parameters(), *module.buffers()]
         with torch.no_grad():
-            self._snapshot = [t.detach().clone() for t in self._tensors]
+            self._good = [t.detach().clone() for t in self._tensors]
+            self._start = [t.detach().clone() for t in self._tensors]
+        self._good_epoch = len(net.history)
 
     def on_train_end(self, net, **kwargs):
-        # Do not carry a copy of the parameters into pickles of the estimator.
-        self._tensors = self._snapshot = None
+        # Do not carry copies of the parameters into pickles of the estimator.
+        self._tensors = self._good = self._start = None
+
+    def on_epoch_begin(self, net, **kwargs):
+        with torch.no_grad():
+            torch._foreach_copy_(self._start, self._tensors)
 
     def on_epoch_end(self, net, **kwargs):
-        loss = net.history[-1].get("train_loss", 0.0)
+        history = net.history
+        loss = history[-1].get("train_loss", 0.0)
+        if math.isfinite(loss):
+            # The parameters this epoch started from gave a finite loss: keep them.
+            self._good, self._start = self._start, self._good
+            self._good_epoch = len(history) - 1
+            return
         with torch.no_grad():
-            if math.isfinite(loss):
-                torch._foreach_copy_(self._snapshot, self._tensors)
-                return
-            torch._foreach_copy_(self._tensors, self._snapshot)
+            torch._foreach_copy_(self._tensors, self._good)
         self.diverged_ = True
         net.optimizer_.state.clear()
-        net.history.pop()
+        diverged_at = len(history)
+        del history[self._good_epoch :]
         warnings.warn(
-            f"Training diverged (the loss became {loss}) at epoch {len(net.history) + 1};"
-            " stopped and restored the parameters of the last epoch with a finite loss."
-            " A smaller learning rate or amplitude usually helps.",
+            f"Training diverged (the loss became {loss}) at epoch {diverged_at}; "
+            f"stopped and restored the parameters after epoch {self._good_epoch}, the "
+            "last ones with a finite loss. A smaller learning rate or amplitude usually "
+            "helps.",
             RuntimeWarning,
             stacklevel=2,
         )
