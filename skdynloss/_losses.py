@@ -196,7 +196,12 @@ class DynamicalCrossEntropy(torch.nn.Module):
         gamma = self._weights_list(clock["time"], clock["static"])
         # Copy only when the weights change: plain cross-entropy phases cost nothing.
         if gamma != clock["applied"]:
-            self.weights.copy_(torch.tensor(gamma, dtype=self.weights.dtype))
+            weights = self.weights
+            if weights.device.type == "cpu" and not weights.requires_grad:
+                # Write through numpy: no torch dispatch at every optimizer step.
+                weights.numpy()[:] = gamma
+            else:
+                weights.copy_(torch.tensor(gamma, dtype=weights.dtype), non_blocking=True)
             clock["applied"] = gamma
         return gamma
 
