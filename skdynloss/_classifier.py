@@ -3,6 +3,7 @@
 import copy
 import inspect
 import threading
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -129,7 +130,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         Class labels, in the order the focus visits them.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names of X, when it has string column names.
     net_ : skorch.NeuralNetClassifier
         The trained skorch net (its ``history`` holds the per-epoch records).
@@ -141,7 +142,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         Epochs trained in total.
     loss_curve_ : list of float
         The dynamical loss of each epoch (mean over its steps).
-    class_weights_ : ndarray of shape (n_iter_, n_classes)
+    class_weights_ : ndarray of shape (`n_iter_`, n_classes)
         Class weights applied in each epoch (mean over its steps).
     dynamics_ : dict of ndarray
         Per-epoch record for the paper's Fig. 4: ``epoch``, ``time`` (clock at the end of
@@ -484,6 +485,15 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         self.net_.initialize()
 
     def _train(self, X_t, y_t, *, epochs, static):
+        if static and self.static_last_period and self.period >= epochs:
+            warnings.warn(
+                f"period={self.period} >= max_epochs={epochs} with "
+                "static_last_period=True: the whole fit trains with plain "
+                "cross-entropy. Use more epochs, a shorter period, or "
+                "static_last_period=False.",
+                UserWarning,
+                stacklevel=3,
+            )
         callbacks = dict(self.net_.callbacks_)
         callbacks["loss_clock"].epochs = epochs if static else None
         if "sharpness_tracker" in callbacks:

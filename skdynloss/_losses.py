@@ -142,7 +142,7 @@ class DynamicalCrossEntropy(torch.nn.Module):
         return _normalise(w, c, self.n_classes)
 
     def weights_at(self, t):
-        """Return the weights Gamma_i(t) at time ``t`` (ignores :attr:`static`).
+        """Return the weights Gamma_i(t) at time ``t`` (ignores ``static``).
 
         Parameters
         ----------
@@ -152,7 +152,7 @@ class DynamicalCrossEntropy(torch.nn.Module):
         Returns
         -------
         weights : torch.Tensor of shape (n_classes,)
-            On the device and in the dtype of :attr:`weights`; they sum to ``n_classes``.
+            On the device and in the dtype of ``weights``; they sum to ``n_classes``.
         """
         return torch.tensor(
             self._weights_list(float(t)),
@@ -173,7 +173,7 @@ class DynamicalCrossEntropy(torch.nn.Module):
         )
 
     def set_time(self, t, *, static=None):
-        """Set the clock to ``t`` and update :attr:`weights` in place.
+        """Set the clock to ``t`` and update ``weights`` in place.
 
         Parameters
         ----------

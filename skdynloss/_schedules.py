@@ -2,7 +2,7 @@
 
 Everything here is pure numpy/Python so that it can be evaluated cheaply at every
 optimizer step, vectorised over time for plots, and tested against the formulas of
-Ruiz-Garcia et al. (ICML 2021, arXiv:2102.03793) written out by hand.
+Ruiz-Garcia et al. (ICML 2021, :arxiv:`2102.03793`) written out by hand.
 
 Time ``t`` is a float. One period of length ``period`` emphasises one class; the class in
 focus moves to the next one every period, in the order of ``classes_`` (``order="cyclic"``)
@@ -193,7 +193,9 @@ def class_weights(
     period : float
         Length T of the period spent on each class.
     shape : {"triangle", "sine"} or callable, default="triangle"
-        Raw weight of the focus class over one period; see :func:`focus_weight`.
+        Raw weight of the focus class over one period: ``triangle`` rises linearly
+        from 1 to A and back, ``sine`` is ``1 + (A - 1) sin^2(pi tau / T)``, a
+        callable is called as ``shape(tau / T, amplitude)``.
     order : {"cyclic", "random"}, default="cyclic"
         Order in which the classes take the focus.
     seed : int, default=0
@@ -206,7 +208,7 @@ def class_weights(
 
     Examples
     --------
-    >>> from skdynloss._schedules import class_weights
+    >>> from skdynloss import class_weights
     >>> class_weights(2.5, n_classes=3, amplitude=70, period=5).round(4)
     array([2.9167, 0.0417, 0.0417])
     """

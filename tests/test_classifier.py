@@ -17,7 +17,10 @@ from skorch.callbacks import Callback
 
 from skdynloss import DynamicalLossClassifier, class_weights, make_spiral
 
-FAST = {"max_epochs": 10, "lr": 1e-2, "compute_sharpness": False, "random_state": 0}
+FAST = {
+    "max_epochs": 10, "period": 3.0, "lr": 1e-2, "compute_sharpness": False,
+    "random_state": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -429,3 +432,11 @@ def test_spiral_full_batch_gradient_descent_fits():
     accuracy = clf.dynamics_["accuracy"]
     assert accuracy[-1] > accuracy[0] + 0.1
     assert clf.dynamics_["loss"][-1] < clf.dynamics_["loss"][0]
+
+
+def test_period_longer_than_the_fit_warns_that_the_fit_is_plain_cross_entropy(blobs):
+    X, y = blobs
+    clf = DynamicalLossClassifier(**{**FAST, "period": 10.0})
+    with pytest.warns(UserWarning, match="plain cross-entropy"):
+        clf.fit(X, y)
+    np.testing.assert_array_equal(clf.class_weights_, np.ones((10, 3)))

@@ -1,0 +1,118 @@
+"""Sphinx configuration of the skdynloss documentation.
+
+Build with ``sphinx-build -b html docs docs/_build/html`` (or ``make -C docs html``).
+The build needs no network: intersphinx has no inventories to fetch, and the gallery
+examples use only data shipped with the package or with scikit-learn.
+"""
+
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+# Import the package from this source tree when it is not installed.
+sys.path.insert(0, os.path.abspath(".."))
+
+# The gallery trains tiny networks, which run fastest on one intra-op thread; torch's
+# default of one thread per core makes them many times slower as soon as the CPU is
+# shared (a parallel build, other jobs). Set before torch is first imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# -- Project information -----------------------------------------------------------
+
+project = "skdynloss"
+author = "The skdynloss developers"
+copyright = "2026, The skdynloss developers"
+try:
+    release = version("skdynloss")  # the single source: pyproject.toml
+except PackageNotFoundError:
+    release = "0+unknown"
+version = ".".join(release.split(".")[:2])
+
+# -- General configuration ---------------------------------------------------------
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "numpydoc",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.extlinks",
+    "sphinx_gallery.gen_gallery",
+]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+root_doc = "index"
+default_role = "literal"
+
+# ``:arxiv:`2102.03793``` in docstrings and pages links to the abstract.
+extlinks = {"arxiv": ("https://arxiv.org/abs/%s", "arXiv:%s")}
+
+# No inventories: the build must not touch the network. Add mappings here (and accept
+# the fetch at build time) to link to Python, NumPy, scikit-learn or PyTorch objects.
+intersphinx_mapping = {}
+
+# -- autodoc / autosummary / numpydoc ----------------------------------------------
+
+autosummary_generate = True
+autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_typehints = "none"  # types are in the numpydoc sections
+# The class template lists the methods; numpydoc's own member tables would repeat
+# them, and for torch modules would list every inherited nn.Module method.
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_attributes_as_param_list = True
+# Turn "array-like", "int", ... in parameter types into cross-references only where a
+# target exists; without intersphinx most would be broken links.
+numpydoc_xref_param_type = False
+
+# -- sphinx-gallery ----------------------------------------------------------------
+
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "ignore_pattern": r"__init__\.py",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "within_subsection_order": "FileNameSortKey",
+    "matplotlib_animations": False,
+    "image_scrapers": ("matplotlib",),
+    "plot_gallery": "True",
+    # Every example must run: a failing one fails the build.
+    "only_warn_on_example_error": False,
+    "abort_on_example_error": False,
+    # Mini-galleries of examples on the API pages of the names they use.
+    "backreferences_dir": "generated/backreferences",
+    "doc_module": ("skdynloss",),
+    "reference_url": {"skdynloss": None},
+}
+
+# -- HTML --------------------------------------------------------------------------
+
+html_theme = "alabaster"
+html_title = f"skdynloss {release}"
+html_static_path = []
+html_theme_options = {
+    "description": "Dynamical loss functions for scikit-learn classifiers",
+    "fixed_sidebar": True,
+}
+
+
+# -- Hooks -------------------------------------------------------------------------
+
+
+def _skip_metadata_request_methods(app, what, name, obj, skip, options):
+    # scikit-learn generates set_fit_request & co. on every estimator class; their
+    # docstrings point into scikit-learn's own docs and say nothing about this package.
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_metadata_request_methods)
