@@ -1,0 +1,462 @@
+"""Matplotlib figures of dynamical-loss training (the rows of the paper's Fig. 4).
+
+matplotlib is an optional dependency (``pip install 'skdynloss[plots]'``); it is
+imported only when a function here is called. Every function returns the
+:class:`~matplotlib.figure.Figure` it drew on and never calls ``plt.show``, so the
+functions work with any backend, Agg included. When no axes are passed, the figure is
+created with :func:`matplotlib.pyplot.figure`, so that ``plt.show()`` displays it;
+close it with ``plt.close(fig)`` when you are done.
+"""
+
+import math
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from ._schedules import class_weights
+
+__all__ = ["plot_decision_boundary", "plot_schedule", "plot_training_dynamics"]
+
+_EXTRAS_HINT = (
+    "skdynloss.plotting needs matplotlib, an optional dependency: "
+    "pip install 'skdynloss[plots]'"
+)
+
+
+def _pyplot():
+    """Import matplotlib.pyplot lazily, with an install hint when it is missing."""
+    try:
+        import matplotlib  # noqa: F401
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(_EXTRAS_HINT) from exc
+    return plt
+
+
+def _new_axes(nrows=1, ncols=1, *, figsize=None, **kwargs):
+    plt = _pyplot()
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
+    return fig, axes
+
+
+def _final_estimator(clf):
+    """The classifier itself, or the last step of a Pipeline."""
+    # Pipeline (and imblearn's) exposes the last step as ``_final_estimator``; indexing
+    # with [-1] also works, but a fitted Pipeline may hold "passthrough" there.
+    while hasattr(clf, "steps") and hasattr(clf, "_final_estimator"):
+        clf = clf._final_estimator
+    return clf
+
+
+def _threshold_label(clf):
+    """How the stability threshold is computed, for the legend."""
+    momentum = getattr(clf, "momentum", 0.0) or 0.0
+    optimizer = getattr(clf, "optimizer", None)
+    if optimizer == "sgd" and momentum > 0:
+        return f"stability threshold (2+2m)/lr (m={momentum:g})"
+    return "stability threshold 2/lr"
+
+
+def _legend_above(ax, ncol):
+    """A frameless legend above the top right corner, level with a left title."""
+    ax.legend(
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=ncol,
+        fontsize="small",
+        frameon=False,
+        borderaxespad=0.1,
+        handlelength=1.6,
+        columnspacing=1.0,
+    )
+
+
+def _symlog_decades(ax, largest, n_decades=4):
+    """Symmetric log scale over ``n_decades`` decades below ``largest``, few ticks.
+
+    The linear region (below ``largest / 10**n_decades``) keeps the quiet stretches
+    readable while period-doubling bifurcations fill the logarithmic range; no tick at
+    the edge of the linear region keeps the labels around zero from colliding.
+    """
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    top = math.ceil(math.log10(largest))
+    linthresh = max(10.0 ** (top - n_decades), 1e-300)
+    ax.set_yscale("symlog", linthresh=linthresh, linscale=0.5)
+    decades = [10.0**k for k in range(top, top - n_decades, -1)]
+    ax.yaxis.set_major_locator(FixedLocator([*decades, 0.0, *(-d for d in decades)]))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _period_marks(ax, period, n_epochs):
+    """Faint vertical lines at the period boundaries, when there are not too many."""
+    if not period or not math.isfinite(period) or period <= 0:
+        return
+    n_marks = int(n_epochs // period)
+    if 1 <= n_marks <= 40:
+        for k in range(1, n_marks + 1):
+            ax.axvline(k * period, color="0.85", lw=0.6, zorder=0)
+
+
+def plot_training_dynamics(clf, *, axes=None, figsize=None):
+    """Plot the training dynamics of a fitted classifier, as in the paper's Fig. 4.
+
+    One row per quantity, against the epoch (one gradient-descent step with
+    ``batch_size=-1``, the paper's unit):
+
+    (a) the class weights :math:`\\Gamma_i(t)`, one line per class in ``classes_``;
+    (b) the dynamical loss :math:`F` and plain cross-entropy (log scale);
+    (c) :math:`F(t) - F(t-1)` (symmetric log scale), where period-doubling
+        bifurcations show up as oscillations of growing amplitude;
+    (d) the training accuracy, measured during each epoch;
+    (e) only when the estimator was fitted with ``sharpness_every``: the top Hessian
+        eigenvalue of the dynamical loss and of cross-entropy, with the
+        gradient-descent stability threshold (``2/lr``; ``(2 + 2 momentum)/lr`` for
+        heavy-ball SGD) as a horizontal line. Adaptive optimizers have no such
+        threshold; the panel says so.
+
+    Parameters
+    ----------
+    clf : DynamicalLossClassifier or Pipeline
+        A fitted :class:`~skdynloss.DynamicalLossClassifier`, or a fitted Pipeline
+        whose last step is one.
+    axes : sequence of matplotlib Axes, default=None
+        Axes to draw on, one per row (4, or 5 when a sharpness history was recorded).
+        None creates a new figure.
+    figsize : tuple of float, default=None
+        Size of the new figure, in inches; ignored when ``axes`` is given.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure holding the axes.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If the classifier is not fitted.
+    ImportError
+        If matplotlib is not installed.
+
+    See Also
+    --------
+    plot_schedule : the weights :math:`\\Gamma_i(t)` of a schedule, without training.
+    plot_decision_boundary : decision regions of a classifier on 2-D data.
+    DynamicalLossClassifier : the estimator whose ``dynamics_`` and
+        ``sharpness_history_`` are drawn.
+
+    Examples
+    --------
+    >>> from skdynloss import DynamicalLossClassifier, make_spiral
+    >>> from skdynloss.plotting import plot_training_dynamics
+    >>> X, y = make_spiral()
+    >>> clf = DynamicalLossClassifier(
+    ...     amplitude=70, period=50, optimizer="sgd", momentum=0, lr=1,
+    ...     batch_size=-1, max_epochs=200, sharpness_every=20, random_state=0,
+    ... ).fit(X, y)
+    >>> fig = plot_training_dynamics(clf)  # doctest: +SKIP
+    >>> fig.savefig("dynamics.png")  # doctest: +SKIP
+    """
+    est = _final_estimator(clf)
+    check_is_fitted(est, "dynamics_")
+    dyn = est.dynamics_
+    history = getattr(est, "sharpness_history_", None) or {}
+    has_sharpness = len(history.get("epoch", ())) > 0
+    n_rows = 5 if has_sharpness else 4
+
+    if axes is None:
+        _pyplot()
+        if figsize is None:
+            figsize = (8.0, 2.2 * n_rows + 0.6)
+        fig, grid = _new_axes(
+            n_rows, 1, figsize=figsize, sharex=True, layout="constrained"
+        )
+        axes = list(grid[:, 0])
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) != n_rows:
+            raise ValueError(
+                f"axes must hold {n_rows} Axes (one per row: weights, loss, loss "
+                f"differences, accuracy{', sharpness' if has_sharpness else ''}); "
+                f"got {len(axes)}."
+            )
+        fig = axes[0].figure
+
+    epoch = np.asarray(dyn["epoch"])
+    weights = np.asarray(dyn["class_weights"], dtype=float)
+    loss = np.asarray(dyn["loss"], dtype=float)
+    ce = np.asarray(dyn["cross_entropy"], dtype=float)
+    accuracy = np.asarray(dyn["accuracy"], dtype=float)
+    period = float(getattr(est, "period", float("nan")))
+    n_epochs = epoch[-1] if len(epoch) else 0
+
+    # (a) class weights
+    ax = axes[0]
+    for i, label in enumerate(est.classes_):
+        ax.plot(epoch, weights[:, i], lw=1.2, label=f"class {label}")
+    ax.set_ylabel(r"$\Gamma_i(t)$")
+    ax.set_title(
+        f"(a) class weights (amplitude A={est.amplitude:g}, period T={est.period:g})",
+        loc="left",
+        fontsize="medium",
+    )
+    _legend_above(ax, ncol=min(len(est.classes_), 6))
+
+    # (b) losses
+    ax = axes[1]
+    ax.plot(epoch, loss, lw=1.2, label="dynamical loss F")
+    ax.plot(epoch, ce, lw=1.0, ls="--", label="cross-entropy")
+    if np.any(loss > 0) or np.any(ce > 0):
+        ax.set_yscale("log")
+    ax.set_ylabel("loss")
+    ax.set_title("(b) training loss", loc="left", fontsize="medium")
+    _legend_above(ax, ncol=2)
+
+    # (c) F(t) - F(t-1)
+    ax = axes[2]
+    diff = np.diff(loss)
+    ax.plot(epoch[1:], diff, lw=0.6, color="C2")
+    finite = np.abs(diff[np.isfinite(diff) & (diff != 0)])
+    if finite.size:
+        _symlog_decades(ax, finite.max())
+    ax.axhline(0.0, color="0.5", lw=0.5)
+    ax.set_ylabel(r"$F(t) - F(t-1)$")
+    ax.set_title("(c) loss change per epoch", loc="left", fontsize="medium")
+
+    # (d) accuracy
+    ax = axes[3]
+    ax.plot(epoch, accuracy, lw=1.2, color="C3", label="training accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.set_title(
+        "(d) training accuracy (during each epoch)", loc="left", fontsize="medium"
+    )
+
+    # (e) sharpness
+    if has_sharpness:
+        ax = axes[4]
+        h_epoch = np.asarray(history["epoch"])
+        dynamical = np.asarray(history["dynamical"], dtype=float)
+        cross = np.asarray(history["cross_entropy"], dtype=float)
+        threshold = np.asarray(history.get("threshold", ()), dtype=float)
+        # Markers only while they can be told apart.
+        marker = "." if len(h_epoch) <= 150 else ""
+        ax.plot(
+            h_epoch,
+            dynamical,
+            marker + "-",
+            ms=3,
+            lw=1.0,
+            label=r"$\lambda_{max}$ of F",
+        )
+        ax.plot(
+            h_epoch,
+            cross,
+            marker + "--",
+            ms=3,
+            lw=1.0,
+            label=r"$\lambda_{max}$ of cross-entropy",
+        )
+        finite_thr = threshold[np.isfinite(threshold)]
+        if finite_thr.size:
+            value = float(finite_thr[-1])
+            ax.axhline(
+                value,
+                color="k",
+                ls=":",
+                lw=1.2,
+                label=f"{_threshold_label(est)} = {value:.3g}",
+            )
+        else:
+            ax.text(
+                0.01,
+                0.95,
+                "no gradient-descent stability threshold for this optimizer",
+                transform=ax.transAxes,
+                va="top",
+                fontsize="small",
+                color="0.3",
+            )
+        values = np.concatenate([dynamical, cross, finite_thr])
+        values = values[np.isfinite(values)]
+        if values.size and np.all(values > 0):
+            ax.set_yscale("log")
+        ax.set_ylabel("top Hessian\neigenvalue")
+        ax.set_title("(e) sharpness", loc="left", fontsize="medium")
+        _legend_above(ax, ncol=3)
+
+    for ax in axes:
+        _period_marks(ax, period, n_epochs)
+    axes[-1].set_xlabel("epoch (one gradient step with batch_size=-1)")
+    return fig
+
+
+def plot_schedule(
+    n_classes=3,
+    *,
+    amplitude=70,
+    period=5000,
+    n_periods=None,
+    shape="triangle",
+    ax=None,
+):
+    """Plot the class weights :math:`\\Gamma_i(t)` of a dynamical loss over time.
+
+    Parameters
+    ----------
+    n_classes : int, default=3
+        Number of classes C.
+    amplitude : float, default=70
+        Peak raw weight A of the class in focus (the paper's Fig. 4 uses 70).
+    period : float, default=5000
+        Period T spent on each class (the paper's Fig. 4 uses 5000 steps).
+    n_periods : int, default=None
+        Number of periods to draw; None draws two full cycles through the classes
+        (``2 * n_classes`` periods).
+    shape : {"triangle", "sine"} or callable, default="triangle"
+        Raw weight of the focus class over one period; see
+        :func:`skdynloss.class_weights`.
+    ax : matplotlib Axes, default=None
+        Axes to draw on; None creates a new figure.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure holding the axes.
+
+    See Also
+    --------
+    skdynloss.class_weights : the weights being drawn.
+    plot_training_dynamics : the weights applied during an actual fit, and more.
+
+    Examples
+    --------
+    >>> from skdynloss.plotting import plot_schedule
+    >>> fig = plot_schedule(3, amplitude=70, period=5000)  # doctest: +SKIP
+    >>> fig.savefig("schedule.png")  # doctest: +SKIP
+    """
+    if int(n_classes) != n_classes or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}.")
+    n_classes = int(n_classes)
+    if not (period > 0 and math.isfinite(period)):
+        raise ValueError(f"period must be positive and finite, got {period!r}.")
+    if n_periods is None:
+        n_periods = 2 * n_classes
+    if not n_periods > 0:
+        raise ValueError(f"n_periods must be positive, got {n_periods!r}.")
+    if ax is None:
+        fig, grid = _new_axes(figsize=(8.0, 3.0), layout="constrained")
+        ax = grid[0, 0]
+    else:
+        fig = ax.figure
+    n_points = int(min(max(400 * n_periods, 2000), 200_000))
+    t = np.linspace(0.0, n_periods * period, n_points, endpoint=False)
+    gamma = class_weights(
+        t, n_classes=n_classes, amplitude=amplitude, period=period, shape=shape
+    )
+    for i in range(n_classes):
+        ax.plot(t, gamma[:, i], lw=1.3, label=f"class {i}")
+    _period_marks(ax, period, n_periods * period)
+    shape_name = (
+        shape if isinstance(shape, str) else getattr(shape, "__name__", "custom")
+    )
+    ax.set_title(
+        f"Dynamical loss weights: C={n_classes}, A={amplitude:g}, T={period:g}, "
+        f"{shape_name}",
+        fontsize="medium",
+    )
+    ax.set_xlabel("t (epochs; gradient steps when full-batch)")
+    ax.set_ylabel(r"$\Gamma_i(t)$")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right", ncol=min(n_classes, 5), fontsize="small")
+    return fig
+
+
+def plot_decision_boundary(clf, X, y, *, ax=None, resolution=200):
+    """Plot the decision regions of a fitted classifier on two-dimensional data.
+
+    Parameters
+    ----------
+    clf : fitted classifier
+        Any fitted scikit-learn classifier (a Pipeline included) trained on two
+        features, such as a :class:`~skdynloss.DynamicalLossClassifier` fitted on
+        :func:`~skdynloss.make_spiral`.
+    X : array-like of shape (n_samples, 2)
+        Points to scatter on top of the regions.
+    y : array-like of shape (n_samples,)
+        Their labels; the title reports the accuracy of ``clf`` on ``(X, y)``.
+    ax : matplotlib Axes, default=None
+        Axes to draw on; None creates a new figure.
+    resolution : int, default=200
+        Grid points along each axis.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure holding the axes.
+
+    See Also
+    --------
+    sklearn.inspection.DecisionBoundaryDisplay : scikit-learn's general version.
+    plot_training_dynamics : how the classifier got there.
+
+    Examples
+    --------
+    >>> from skdynloss import DynamicalLossClassifier, make_spiral
+    >>> from skdynloss.plotting import plot_decision_boundary
+    >>> X, y = make_spiral()
+    >>> clf = DynamicalLossClassifier(max_epochs=50, random_state=0).fit(X, y)
+    >>> fig = plot_decision_boundary(clf, X, y)  # doctest: +SKIP
+    """
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y)
+    if X.ndim != 2 or X.shape[1] != 2:
+        raise ValueError(
+            f"plot_decision_boundary needs two-dimensional data, got X of shape "
+            f"{X.shape}."
+        )
+    if int(resolution) < 2:
+        raise ValueError(f"resolution must be at least 2, got {resolution!r}.")
+    resolution = int(resolution)
+    check_is_fitted(clf)
+    if ax is None:
+        fig, grid = _new_axes(figsize=(4.5, 4.2), layout="constrained")
+        ax = grid[0, 0]
+    else:
+        fig = ax.figure
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    classes = np.asarray(getattr(clf, "classes_", np.unique(y)))
+    n_classes = len(classes)
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    pad = 0.08 * np.where(hi > lo, hi - lo, 1.0)
+    xx, yy = np.meshgrid(
+        np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution),
+        np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution),
+    )
+    predicted = clf.predict(np.c_[xx.ravel(), yy.ravel()])
+    zz = np.searchsorted(classes, predicted).reshape(xx.shape)
+    base = [f"C{i % 10}" for i in range(n_classes)]
+    cmap = ListedColormap(base)
+    norm = BoundaryNorm(np.arange(-0.5, n_classes + 0.5), n_classes)
+    ax.contourf(
+        xx, yy, zz, levels=np.arange(-0.5, n_classes + 0.5), cmap=cmap, alpha=0.25
+    )
+    idx = np.searchsorted(classes, y)
+    known = (idx < n_classes) & (classes[np.minimum(idx, n_classes - 1)] == y)
+    ax.scatter(
+        X[known, 0],
+        X[known, 1],
+        c=idx[known],
+        cmap=cmap,
+        norm=norm,
+        s=12,
+        edgecolors="k",
+        linewidths=0.3,
+    )
+    accuracy = float(np.mean(clf.predict(X) == y))
+    ax.set_title(f"accuracy on these points: {accuracy:.3f}", fontsize="medium")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_aspect("equal", adjustable="box")
+    return fig
