@@ -79,7 +79,7 @@ def data():
 
 def test_history_has_skorchs_columns(data):
     X, y = data
-    clf = DynamicalLossClassifier(max_epochs=4, batch_size=32, compute_sharpness=False,
+    clf = DynamicalLossClassifier(max_epochs=4, period=1, batch_size=32, compute_sharpness=False,
                                   random_state=0).fit(X, y)
     h = clf.net_.history
     assert h[:, "epoch"] == [1, 2, 3, 4]
@@ -101,7 +101,7 @@ def test_skorch_callbacks_work_through_the_estimator(data):
     )
     scoring = EpochScoring("accuracy", on_train=True, name="train_acc")
     clf = DynamicalLossClassifier(
-        max_epochs=3, batch_size=32, compute_sharpness=False, random_state=0,
+        max_epochs=3, period=1, batch_size=32, compute_sharpness=False, random_state=0,
         callbacks=[("cyclic_lr", cyclic), scoring],
     ).fit(X, y)
     h = clf.net_.history
