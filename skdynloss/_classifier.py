@@ -112,7 +112,9 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     warm_start : bool, default=False
         Continue training the fitted network on ``fit`` (the clock resumes).
     compute_sharpness : bool, default=True
-        Compute ``sharpness_`` after each fit.
+        Compute ``sharpness_`` after each ``fit`` and ``partial_fit`` call (about a
+        dozen Hessian-vector products over at most ``sharpness_max_samples`` rows);
+        turn it off when calling ``partial_fit`` many times.
     sharpness_max_samples : int, default=2048
         Rows of the training data (a seeded random subsample when there are more) over
         which ``sharpness_`` and ``sharpness_history_`` are computed.
