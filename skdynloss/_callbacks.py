@@ -76,22 +76,21 @@ class LossClock(Callback):
         gamma = criterion.set_time(
             self.time_, static=self.time_ >= self.static_from_ - 1e-9
         )
-        if self._weight_sum is None:
+        weight_sum = self._weight_sum
+        if weight_sum is None:
             self._weight_sum = list(gamma)
         else:
-            self._weight_sum = [
-                a + b for a, b in zip(self._weight_sum, gamma, strict=True)
-            ]
+            for i, g in enumerate(gamma):
+                weight_sum[i] += g
 
     def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
         if not training:
             return
         yi = batch[1]
-        ce = net.criterion_.last_cross_entropy
         # Accumulate on the device; read back once per epoch.
-        self._ce.append(ce.sum())
+        self._ce.append(net.criterion_.last_cross_entropy_sum())
         self._correct.append((y_pred.detach().argmax(dim=1) == yi).sum())
-        self._n_samples += len(yi)
+        self._n_samples += yi.shape[0]
         self._n_steps += 1
         self.time_ += 1.0 / self.steps_per_epoch_
 
@@ -129,26 +128,27 @@ class DivergenceGuard(Callback):
 
     def initialize(self):
         self.diverged_ = False
-        self._tensors = self._good = self._start = None
+        self._sources = self._good = self._start = None
         self._good_epoch = 0
         return self
 
     def on_train_begin(self, net, **kwargs):
         self.diverged_ = False
         module = net.module_
-        self._tensors = [*module.parameters(), *module.buffers()]
-        with torch.no_grad():
-            self._good = [t.detach().clone() for t in self._tensors]
-            self._start = [t.detach().clone() for t in self._tensors]
+        # Detached views share storage with the parameters, so copies from and into
+        # them need no no_grad context (which costs more than the copy itself on small
+        # networks, at every epoch).
+        self._sources = [t.detach() for t in [*module.parameters(), *module.buffers()]]
+        self._good = [t.clone() for t in self._sources]
+        self._start = [t.clone() for t in self._sources]
         self._good_epoch = len(net.history)
 
     def on_train_end(self, net, **kwargs):
         # Do not carry copies of the parameters into pickles of the estimator.
-        self._tensors = self._good = self._start = None
+        self._sources = self._good = self._start = None
 
     def on_epoch_begin(self, net, **kwargs):
-        with torch.no_grad():
-            torch._foreach_copy_(self._start, self._tensors)
+        torch._foreach_copy_(self._start, self._sources)
 
     def on_epoch_end(self, net, **kwargs):
         history = net.history
@@ -158,8 +158,7 @@ class DivergenceGuard(Callback):
             self._good, self._start = self._start, self._good
             self._good_epoch = len(history) - 1
             return
-        with torch.no_grad():
-            torch._foreach_copy_(self._tensors, self._good)
+        torch._foreach_copy_(self._sources, self._good)
         self.diverged_ = True
         net.optimizer_.state.clear()
         diverged_at = len(history)

@@ -124,7 +124,20 @@ class DynamicalCrossEntropy(torch.nn.Module):
     @property
     def last_cross_entropy(self):
         """Detached per-sample cross-entropy of the last forward pass (or None)."""
-        return self._clock["last_ce"]
+        last = self._clock["last_ce"]
+        if last is None:
+            return None
+        log_probs, target = last
+        return -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
+
+    def last_cross_entropy_sum(self):
+        """Summed plain cross-entropy of the last forward pass (a detached 0-d tensor).
+
+        Lets a training loop record cross-entropy next to the weighted loss without a
+        second forward pass or a device synchronisation.
+        """
+        log_probs, target = self._clock["last_ce"]
+        return F.nll_loss(log_probs, target, reduction="sum")
 
     def _weights_list(self, t, static=False):
         if static or self.amplitude == 1.0 or self.n_classes == 1:
@@ -196,12 +209,21 @@ class DynamicalCrossEntropy(torch.nn.Module):
         gamma = self._weights_list(clock["time"], clock["static"])
         # Copy only when the weights change: plain cross-entropy phases cost nothing.
         if gamma != clock["applied"]:
-            weights = self.weights
-            if weights.device.type == "cpu" and not weights.requires_grad:
+            weights = self._buffers["weights"]
+            # The numpy view of a CPU buffer is cached, keyed by the buffer's address:
+            # .to(), load_state_dict, deepcopy and unpickling all give a new address.
+            ptr = weights.data_ptr()
+            if clock.get("view_ptr") != ptr:
+                cpu = weights.device.type == "cpu" and not weights.requires_grad
+                clock["view"] = weights.numpy() if cpu else None
+                clock["view_ptr"] = ptr
+            if clock["view"] is not None:
                 # Write through numpy: no torch dispatch at every optimizer step.
-                weights.numpy()[:] = gamma
+                clock["view"][:] = gamma
             else:
-                weights.copy_(torch.tensor(gamma, dtype=weights.dtype), non_blocking=True)
+                weights.copy_(
+                    torch.tensor(gamma, dtype=weights.dtype), non_blocking=True
+                )
             clock["applied"] = gamma
         return gamma
 
@@ -220,11 +242,20 @@ class DynamicalCrossEntropy(torch.nn.Module):
         loss : torch.Tensor
             A scalar.
         """
-        ce = F.cross_entropy(logits, target, reduction="none")
-        # Kept (detached) so that a training loop can record plain cross-entropy and
-        # accuracy without a second forward pass.
-        self._clock["last_ce"] = ce.detach()
-        return (self.weights[target] * ce).mean()
+        log_probs = F.log_softmax(logits, dim=1)
+        # Kept (detached) so that a training loop can record plain cross-entropy
+        # without a second forward pass.
+        self._clock["last_ce"] = (log_probs.detach(), target)
+        weights = self._buffers["weights"]
+        if weights.dtype != log_probs.dtype:
+            weights = weights.to(log_probs.dtype)
+        # sum_mu Gamma_{y_mu} CE_mu divided by P: the plain mean of the weighted
+        # per-sample losses, in one fused kernel. reduction="sum" does not normalise by
+        # the weights (only reduction="mean" would divide by sum_mu Gamma_{y_mu}).
+        return (
+            F.nll_loss(log_probs, target, weight=weights, reduction="sum")
+            / (target.shape[0])
+        )
 
     def extra_repr(self):
         return (

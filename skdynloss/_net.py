@@ -23,13 +23,27 @@ class FastHistory(History):
     """A skorch History whose integer and slice indexing do not copy the whole list."""
 
     def __getitem__(self, i):
-        if isinstance(i, int | slice):
+        # type() first: isinstance with a union is slower, and this runs several times
+        # per optimizer step.
+        if type(i) is int or type(i) is slice or isinstance(i, int | slice):
             return list.__getitem__(self, i)
         if isinstance(i, tuple) and i and isinstance(i[0], int):
             # history[-1, "key", ...]: resolve the epoch first, then only that row.
             row = History([list.__getitem__(self, i[0])])
             return row[(0, *i[1:])]
         return super().__getitem__(i)
+
+    # skorch's versions go through __getitem__; these run at every optimizer step.
+    def new_batch(self):
+        list.__getitem__(self, -1)["batches"].append({})
+
+    def record(self, attr, value):
+        if not self:
+            raise ValueError("Call new_epoch before recording for the first time.")
+        list.__getitem__(self, -1)[attr] = value
+
+    def record_batch(self, attr, value):
+        list.__getitem__(self, -1)["batches"][-1][attr] = value
 
 
 class TensorData(torch.utils.data.Dataset):
@@ -158,6 +172,19 @@ class DynamicalNet(NeuralNetClassifier):
         optimizer.step()
         return step
 
+    def train_step_single(self, batch, **fit_params):
+        if fit_params or type(batch) is not tuple:
+            return super().train_step_single(batch, **fit_params)
+        # Batches from TensorBatches are (X, y) tensors already on the device: skip
+        # skorch's unpack_data, to_tensor (twice) and get_loss's NLLLoss check. The
+        # steps are skorch's: train mode, forward, criterion, backward.
+        self._set_training(True)
+        Xi, yi = batch
+        y_pred = self.module_(Xi)
+        loss = self.criterion_(y_pred, yi)
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred}
+
     def initialize_callbacks(self):
         super().initialize_callbacks()
         # Only notify on_grad_computed when some callback actually implements it.
@@ -174,16 +201,19 @@ class DynamicalNet(NeuralNetClassifier):
         if iterator is None:
             return
         losses, sizes = [], []
+        history = self.history
         for batch in iterator:
             self.notify("on_batch_begin", batch=batch, training=training)
             step = step_fn(batch, **fit_params)
             losses.append(step["loss"].detach())
-            sizes.append(len(batch[0]))
-            self.history.record_batch(prefix + "_batch_size", sizes[-1])
+            # shape[0], not len(): Tensor.__len__ is a Python-level wrapper.
+            size = batch[0].shape[0]
+            sizes.append(size)
+            history.record_batch(prefix + "_batch_size", size)
             self.notify("on_batch_end", batch=batch, training=training, **step)
         # One device synchronisation per epoch instead of one per batch.
         values = torch.stack(losses).tolist() if len(losses) > 1 else [losses[0].item()]
-        rows = list.__getitem__(self.history, -1)["batches"][-len(values) :]
+        rows = list.__getitem__(history, -1)["batches"][-len(values) :]
         for row, value in zip(rows, values, strict=True):
             row[prefix + "_loss"] = value
         self.history.record(prefix + "_batch_count", len(values))

@@ -292,6 +292,8 @@ def test_sgd_optimizer_and_optimizer_class(blobs):
     assert isinstance(opt, torch.optim.SGD)
     assert opt.param_groups[0]["momentum"] == 0.5
     assert opt.param_groups[0]["weight_decay"] == 1e-4
+    # torch's fused kernel, where it has one for this device and dtype.
+    assert opt.param_groups[0]["fused"] is True
     clf = DynamicalLossClassifier(optimizer=torch.optim.RMSprop, **FAST)
     assert isinstance(clf.fit(X, y).net_.optimizer_, torch.optim.RMSprop)
 
@@ -440,3 +442,12 @@ def test_period_longer_than_the_fit_warns_that_the_fit_is_plain_cross_entropy(bl
     with pytest.warns(UserWarning, match="plain cross-entropy"):
         clf.fit(X, y)
     np.testing.assert_array_equal(clf.class_weights_, np.ones((10, 3)))
+
+
+def test_fit_leaves_the_callers_array_untouched(blobs):
+    # float32, C-contiguous and writeable: shared with torch instead of copied.
+    X = np.ascontiguousarray(blobs[0], dtype=np.float32)
+    before = X.copy()
+    DynamicalLossClassifier(**{**FAST, "batch_size": -1}).fit(X, blobs[1])
+    DynamicalLossClassifier(**FAST).fit(X, blobs[1])
+    np.testing.assert_array_equal(X, before)
