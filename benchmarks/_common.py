@@ -372,11 +372,16 @@ def make_module(kind, n_features, n_classes, hidden=(100,), image_shape=None):
     raise ValueError(kind)
 
 
-def make_optimizer(name, params, lr, momentum=0.0):
+def make_optimizer(name, params, lr, momentum=0.0, fused=False):
+    """torch's SGD or Adam; ``fused=True`` asks for the single-kernel implementation
+    that skdynloss uses for its built-in optimizers where torch has one."""
+    extra = {"fused": True} if fused else {}
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=0.0)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=0.0, **extra
+        )
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=0.0)
+        return torch.optim.Adam(params, lr=lr, weight_decay=0.0, **extra)
     raise ValueError(name)
 
 
@@ -447,6 +452,7 @@ def hand_fit(
     dtype=torch.float32,
     seed=None,
     shuffle_seed=None,
+    fused=None,
 ):
     """A hand-written torch training loop, as close to the metal as a user would write it.
 
@@ -455,8 +461,11 @@ def hand_fit(
     indexing the tensors with a seeded ``randperm`` (one full batch, unshuffled, when
     ``batch_size`` is -1).
 
-    ``variant="ce"``: plain mean cross-entropy, nothing recorded.
-    ``variant="dynamical"``: the dynamical loss ``mean(Gamma_y * CE)`` with the weights of
+    ``variant="ce"``: plain mean cross-entropy, nothing recorded; torch's default optimizer
+    implementation unless ``fused=True``.
+    ``variant="dynamical"``: the dynamical loss ``mean(Gamma_y * CE)``, computed with the
+    same kernels as skdynloss (``nll_loss(log_softmax, weight=Gamma, reduction="sum") /
+    P``) and the same fused optimizer (unless ``fused=False``), with the weights of
     every step precomputed on the device, and a record like skdynloss's: per step the
     detached loss, the summed cross-entropy and the number of correct predictions are
     kept as device tensors, and read back once at the end of every epoch (one
@@ -482,7 +491,10 @@ def hand_fit(
     torch.manual_seed(seed)
     model = make_module(module, n_features, n_classes, hidden, image_shape)
     model = model.to(device=device, dtype=dtype)
-    opt = make_optimizer(optimizer, model.parameters(), lr, momentum)
+    dynamical = variant == "dynamical"
+    if fused is None:
+        fused = dynamical
+    opt = make_optimizer(optimizer, model.parameters(), lr, momentum, fused=fused)
     bs = n if batch_size in (-1, None) or batch_size >= n else batch_size
     spe = steps_per_epoch(n, batch_size)
     dynamical = variant == "dynamical"
@@ -510,11 +522,13 @@ def hand_fit(
         for xb, yb in batches:
             logits = model(xb)
             if dynamical:
-                ce = F.cross_entropy(logits, yb, reduction="none")
-                loss = (W[step][yb] * ce).mean()
+                log_probs = F.log_softmax(logits, dim=1)
+                loss = F.nll_loss(log_probs, yb, weight=W[step], reduction="sum")
+                loss = loss / yb.shape[0]
                 losses.append(loss.detach())
-                ces.append(ce.detach().sum())
-                corrects.append((logits.detach().argmax(dim=1) == yb).sum())
+                # As skdynloss: keep the step's log-probabilities, reduce per epoch.
+                ces.append(log_probs.detach())
+                corrects.append(yb)
                 sizes.append(yb.shape[0])
             else:
                 loss = F.cross_entropy(logits, yb)
@@ -526,11 +540,12 @@ def hand_fit(
             # Read back once per epoch, as skdynloss does.
             if len(losses) == 1:
                 values = [losses[0].item()]
-                ce_sum, correct = ces[0].item(), corrects[0].item()
+                lp, tg = ces[0], corrects[0]
             else:
                 values = torch.stack(losses).tolist()
-                ce_sum = torch.stack(ces).sum().item()
-                correct = torch.stack(corrects).sum().item()
+                lp, tg = torch.cat(ces), torch.cat(corrects)
+            ce_sum = F.nll_loss(lp, tg, reduction="sum").item()
+            correct = (lp.argmax(dim=1) == tg).sum().item()
             loss_mean = sum(v * s for v, s in zip(values, sizes, strict=True)) / n
             record.append((loss_mean, ce_sum / n, correct / n))
     return model, record

@@ -35,6 +35,7 @@ import torch  # noqa: E402
 
 SK70, SK1 = "skdynloss A=70", "skdynloss A=1"
 HAND_CE, HAND_DYN = "hand (a) CE", "hand (b) dynamical+record"
+HAND_FUSED = "hand (a') CE, fused optimizer"
 SKORCH, SKLEARN = "skorch defaults", "sklearn MLPClassifier"
 
 
@@ -110,12 +111,13 @@ def full_batch(args, device, dtype, summary):
 
         return run
 
-    def hand(variant):
+    def hand(variant, fused=None):
         def run():
             last[variant] = C.hand_fit(
                 X,
                 y,
                 variant=variant,
+                fused=fused,
                 n_classes=3,
                 epochs=n_steps,
                 amplitude=amp,
@@ -140,6 +142,7 @@ def full_batch(args, device, dtype, summary):
         SK70: ours(amp),
         SK1: ours(1.0),
         HAND_CE: hand("ce"),
+        HAND_FUSED: hand("ce", fused=True),
         HAND_DYN: hand("dynamical"),
         SKORCH: skorch_run,
     }
@@ -160,6 +163,12 @@ def full_batch(args, device, dtype, summary):
     print_same_work(last[amp], last["dynamical"])
     add = _adder(summary, times, units)
     add("full batch: skdynloss / hand (a) CE", SK70, HAND_CE, 1.3)
+    add(
+        "full batch: skdynloss / hand (a') CE, fused optimizer (info)",
+        SK70,
+        HAND_FUSED,
+        None,
+    )
     add("full batch: skdynloss / hand (b) dynamical+record", SK70, HAND_DYN, 1.3)
     add("full batch: amplitude 70 / amplitude 1", SK70, SK1, 1.05)
     add("full batch: plain skorch / hand (a) CE (info)", SKORCH, HAND_CE, None)
@@ -198,12 +207,13 @@ def mini_batch(args, device, dtype, summary, cnn=False):
 
         return run
 
-    def hand(variant):
+    def hand(variant, fused=None):
         def run():
             last[variant] = C.hand_fit(
                 X,
                 y,
                 variant=variant,
+                fused=fused,
                 n_classes=10,
                 epochs=epochs,
                 amplitude=amp,
@@ -227,7 +237,13 @@ def mini_batch(args, device, dtype, summary, cnn=False):
             )
 
     contenders = {SK70: ours(amp), SK1: ours(1.0)}
-    contenders.update({HAND_CE: hand("ce"), HAND_DYN: hand("dynamical")})
+    contenders.update(
+        {
+            HAND_CE: hand("ce"),
+            HAND_FUSED: hand("ce", fused=True),
+            HAND_DYN: hand("dynamical"),
+        }
+    )
     if not cnn:
         contenders[SKORCH] = skorch_run
         contenders[SKLEARN + (" (cpu)" if device.type == "cuda" else "")] = sklearn_run
@@ -253,6 +269,12 @@ def mini_batch(args, device, dtype, summary, cnn=False):
     tag = "cnn" if cnn else "mini-batch"
     add = _adder(summary, times, units)
     add(f"{tag}: skdynloss / hand (a) CE (info)", SK70, HAND_CE, None)
+    add(
+        f"{tag}: skdynloss / hand (a') CE, fused optimizer (info)",
+        SK70,
+        HAND_FUSED,
+        None,
+    )
     add(f"{tag}: skdynloss / hand (b) dynamical+record (info)", SK70, HAND_DYN, None)
     add(f"{tag}: amplitude 70 / amplitude 1", SK70, SK1, 1.05)
     if not cnn:
@@ -400,7 +422,8 @@ def main(argv=None):
         "(predict: at least 5); best and median reported",
         "skdynloss": "DynamicalLossClassifier(compute_sharpness=False, random_state=0)",
         "hand loops": "same module class/dtype/device/optimizer; tensor indexing; "
-        "(b) precomputes Gamma with skdynloss.class_weights",
+        "(a) torch's default optimizer kernels, (a') and (b) the fused ones "
+        "skdynloss uses; (b) precomputes Gamma with skdynloss.class_weights",
         C.load_note().split(":")[0]: C.load_note().split(":", 1)[1].strip(),
     }
     C.print_header("skdynloss training benchmark", args, config)
