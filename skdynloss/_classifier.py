@@ -336,14 +336,25 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, y, *, continuing, epochs, classes=None):
         # validate -> encode labels -> build -> train -> record
-        X, y = self._validate_training_data(X, y, reset=not continuing)
-        y_encoded = self._encode_labels(y, continuing=continuing, classes=classes)
-        X_t, y_t = self._to_tensors(X, y_encoded, continuing=continuing)
-        if not continuing:
-            self._build(X_t.shape[1])
+        try:
+            X, y = self._validate_training_data(X, y, reset=not continuing)
+            y_encoded = self._encode_labels(y, continuing=continuing, classes=classes)
+            X_t, y_t = self._to_tensors(X, y_encoded, continuing=continuing)
+            if not continuing:
+                self._build(X_t.shape[1])
+        except BaseException:
+            if not continuing:
+                # A failed fresh fit must not leave new classes_ beside an old net_,
+                # which would predict silently wrong labels: back to unfitted.
+                self._forget_fit()
+            raise
         self._train(X_t, y_t, epochs=epochs, static=epochs is not None and epochs > 1)
         self._record(X_t, y_t)
         return self
+
+    def _forget_fit(self):
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+            delattr(self, name)
 
     def _validate_training_data(self, X, y, *, reset):
         X, y = validate_data(

@@ -451,3 +451,15 @@ def test_fit_leaves_the_callers_array_untouched(blobs):
     DynamicalLossClassifier(**{**FAST, "batch_size": -1}).fit(X, blobs[1])
     DynamicalLossClassifier(**FAST).fit(X, blobs[1])
     np.testing.assert_array_equal(X, before)
+
+
+def test_a_failed_refit_leaves_the_estimator_unfitted_not_inconsistent(blobs):
+    X, y = blobs
+    clf = DynamicalLossClassifier(**FAST).fit(X, y)
+    with pytest.raises(ValueError, match="image_shape"):
+        clf.set_params(module="cnn", image_shape=(1, 3, 3)).fit(X, y + 7)
+    # Not the old network with the new classes_: unfitted, and it says so.
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    clf.set_params(module="mlp").fit(X, y)
+    assert clf.score(X, y) > 0.9
