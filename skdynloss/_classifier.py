@@ -353,7 +353,9 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _forget_fit(self):
-        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+        for name in [
+            k for k in vars(self) if k.endswith("_") and not k.startswith("__")
+        ]:
             delattr(self, name)
 
     def _validate_training_data(self, X, y, *, reset):

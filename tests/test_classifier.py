@@ -18,7 +18,10 @@ from skorch.callbacks import Callback
 from skdynloss import DynamicalLossClassifier, class_weights, make_spiral
 
 FAST = {
-    "max_epochs": 10, "period": 3.0, "lr": 1e-2, "compute_sharpness": False,
+    "max_epochs": 10,
+    "period": 3.0,
+    "lr": 1e-2,
+    "compute_sharpness": False,
     "random_state": 0,
 }
 
@@ -61,7 +64,14 @@ def test_module_maps_rows_of_X_to_logits(fitted, blobs):
 
 def test_dynamics_record(fitted):
     d = fitted.dynamics_
-    assert set(d) == {"epoch", "time", "loss", "cross_entropy", "accuracy", "class_weights"}
+    assert set(d) == {
+        "epoch",
+        "time",
+        "loss",
+        "cross_entropy",
+        "accuracy",
+        "class_weights",
+    }
     np.testing.assert_array_equal(d["epoch"], np.arange(1, 21))
     np.testing.assert_allclose(d["time"], np.arange(1, 21))
     np.testing.assert_allclose(d["loss"], fitted.loss_curve_)
@@ -105,7 +115,11 @@ def test_same_random_state_is_bit_identical(blobs):
     X, y = blobs
     a = DynamicalLossClassifier(**FAST).fit(X, y).predict_proba(X)
     b = DynamicalLossClassifier(**FAST).fit(X, y).predict_proba(X)
-    c = DynamicalLossClassifier(**{**FAST, "random_state": 1}).fit(X, y).predict_proba(X)
+    c = (
+        DynamicalLossClassifier(**{**FAST, "random_state": 1})
+        .fit(X, y)
+        .predict_proba(X)
+    )
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -141,8 +155,13 @@ def test_parallel_fits_are_bit_identical_to_sequential(blobs, backend):
 def test_clock_advances_by_one_per_epoch_in_fractional_steps(blobs):
     X, y = blobs  # 120 rows, batch 50 -> 3 steps per epoch
     clf = DynamicalLossClassifier(
-        amplitude=9.0, period=2.0, batch_size=50, max_epochs=6,
-        static_last_period=False, compute_sharpness=False, random_state=0,
+        amplitude=9.0,
+        period=2.0,
+        batch_size=50,
+        max_epochs=6,
+        static_last_period=False,
+        compute_sharpness=False,
+        random_state=0,
     ).fit(X, y)
     np.testing.assert_allclose(clf.dynamics_["time"], np.arange(1, 7))
     steps = np.arange(18) / 3.0  # the time at each training step
@@ -175,7 +194,11 @@ def test_clock_ignores_validation_batches(blobs):
 def test_static_last_period_trains_with_plain_cross_entropy(blobs):
     X, y = blobs
     clf = DynamicalLossClassifier(
-        amplitude=50, period=3, max_epochs=12, batch_size=-1, compute_sharpness=False,
+        amplitude=50,
+        period=3,
+        max_epochs=12,
+        batch_size=-1,
+        compute_sharpness=False,
         random_state=0,
     ).fit(X, y)
     w = clf.class_weights_
@@ -188,8 +211,15 @@ def test_static_last_period_trains_with_plain_cross_entropy(blobs):
 def test_warm_start_resumes_the_clock_and_matches_one_long_fit(blobs):
     X, y = blobs
     params = dict(
-        optimizer="sgd", momentum=0.0, lr=0.1, batch_size=-1, amplitude=20, period=3,
-        static_last_period=False, compute_sharpness=False, random_state=0,
+        optimizer="sgd",
+        momentum=0.0,
+        lr=0.1,
+        batch_size=-1,
+        amplitude=20,
+        period=3,
+        static_last_period=False,
+        compute_sharpness=False,
+        random_state=0,
     )
     long = DynamicalLossClassifier(max_epochs=14, **params).fit(X, y)
     warm = DynamicalLossClassifier(max_epochs=7, warm_start=True, **params).fit(X, y)
@@ -212,8 +242,9 @@ def test_without_warm_start_fit_starts_over(blobs):
 
 def test_partial_fit(blobs):
     X, y = blobs
-    clf = DynamicalLossClassifier(amplitude=5, period=2, compute_sharpness=False,
-                                  random_state=0)
+    clf = DynamicalLossClassifier(
+        amplitude=5, period=2, compute_sharpness=False, random_state=0
+    )
     with pytest.raises(ValueError, match="classes must be passed"):
         clf.partial_fit(X, y)
     clf.partial_fit(X[:60], y[:60], classes=[0, 1, 2])
@@ -239,8 +270,15 @@ def test_cnn_on_digits():
     X = X[:600] / 16.0
     y = y[:600]
     clf = DynamicalLossClassifier(
-        module="cnn", image_shape=(1, 8, 8), max_epochs=8, batch_size=32, lr=3e-3,
-        amplitude=3, period=2, compute_sharpness=False, random_state=0,
+        module="cnn",
+        image_shape=(1, 8, 8),
+        max_epochs=8,
+        batch_size=32,
+        lr=3e-3,
+        amplitude=3,
+        period=2,
+        compute_sharpness=False,
+        random_state=0,
     ).fit(X, y)
     assert clf.module_.image_shape == (1, 8, 8)
     assert any(isinstance(m, torch.nn.Conv2d) for m in clf.module_.modules())
@@ -366,8 +404,13 @@ def test_bad_input_gets_sklearn_messages(fitted, blobs):
 def test_divergence_keeps_the_last_good_state(blobs):
     X, y = blobs
     clf = DynamicalLossClassifier(
-        optimizer="sgd", momentum=0.0, lr=1e6, batch_size=-1, max_epochs=50,
-        compute_sharpness=False, random_state=0,
+        optimizer="sgd",
+        momentum=0.0,
+        lr=1e6,
+        batch_size=-1,
+        max_epochs=50,
+        compute_sharpness=False,
+        random_state=0,
     )
     with pytest.warns(RuntimeWarning, match="diverged"):
         clf.fit(X, y)
@@ -386,11 +429,13 @@ def test_divergence_keeps_the_last_good_state(blobs):
 def test_clone_pickle_joblib_round_trips(fitted, blobs, tmp_path):
     X, _ = blobs
     expected = fitted.predict_proba(X)
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(fitted)).predict_proba(X),
-                                  expected)
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(fitted)).predict_proba(X), expected
+    )
     joblib.dump(fitted, tmp_path / "clf.joblib")
-    np.testing.assert_array_equal(joblib.load(tmp_path / "clf.joblib").predict_proba(X),
-                                  expected)
+    np.testing.assert_array_equal(
+        joblib.load(tmp_path / "clf.joblib").predict_proba(X), expected
+    )
     cloned = clone(fitted)
     assert not hasattr(cloned, "net_")
     np.testing.assert_array_equal(cloned.fit(*blobs).predict_proba(X), expected)
@@ -427,8 +472,15 @@ def test_dataframe_feature_names(blobs):
 def test_spiral_full_batch_gradient_descent_fits():
     X, y = make_spiral()
     clf = DynamicalLossClassifier(
-        optimizer="sgd", momentum=0.0, lr=1.0, batch_size=-1, amplitude=10, period=50,
-        max_epochs=400, compute_sharpness=False, random_state=0,
+        optimizer="sgd",
+        momentum=0.0,
+        lr=1.0,
+        batch_size=-1,
+        amplitude=10,
+        period=50,
+        max_epochs=400,
+        compute_sharpness=False,
+        random_state=0,
     ).fit(X, y)
     assert clf.n_iter_ == 400
     accuracy = clf.dynamics_["accuracy"]

@@ -40,8 +40,9 @@ def test_batches_are_indexed_on_the_device(digits, monkeypatch):
             seen.append(self.shape)
         return original(self, *args, **kwargs)
 
-    clf = DynamicalLossClassifier(max_epochs=2, batch_size=32, compute_sharpness=False,
-                                  random_state=0)
+    clf = DynamicalLossClassifier(
+        max_epochs=2, batch_size=32, compute_sharpness=False, random_state=0
+    )
     monkeypatch.setattr(torch.Tensor, "to", spy)
     clf.fit(X, y)
     monkeypatch.undo()
@@ -51,8 +52,16 @@ def test_batches_are_indexed_on_the_device(digits, monkeypatch):
 
 def test_cuda_matches_cpu_closely(digits):
     X, y = digits
-    params = dict(max_epochs=5, dtype="float64", compute_sharpness=False, random_state=0,
-                  batch_size=-1, optimizer="sgd", momentum=0.0, lr=0.1)
+    params = dict(
+        max_epochs=5,
+        dtype="float64",
+        compute_sharpness=False,
+        random_state=0,
+        batch_size=-1,
+        optimizer="sgd",
+        momentum=0.0,
+        lr=0.1,
+    )
     cpu = DynamicalLossClassifier(device="cpu", **params).fit(X, y)
     gpu = DynamicalLossClassifier(device="cuda", **params).fit(X, y)
     np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-8)
@@ -61,7 +70,8 @@ def test_cuda_matches_cpu_closely(digits):
 
 def test_cnn_on_cuda(digits):
     X, y = digits
-    clf = DynamicalLossClassifier(module="cnn", image_shape=(1, 8, 8), max_epochs=3,
-                                  random_state=0).fit(X, y)
+    clf = DynamicalLossClassifier(
+        module="cnn", image_shape=(1, 8, 8), max_epochs=3, random_state=0
+    ).fit(X, y)
     assert clf.score(X, y) > 0.5
     assert np.isfinite(clf.sharpness_)

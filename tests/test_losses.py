@@ -74,7 +74,9 @@ def test_amplitude_one_equals_cross_entropy():
     loss = DynamicalCrossEntropy(4, amplitude=1.0, period=2.0)
     for t in (0.0, 0.7, 1.0, 5.3):
         loss.set_time(t)
-        torch.testing.assert_close(loss(logits, target), F.cross_entropy(logits, target))
+        torch.testing.assert_close(
+            loss(logits, target), F.cross_entropy(logits, target)
+        )
 
 
 def test_weights_are_a_buffer_that_follows_the_module():

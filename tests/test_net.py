@@ -50,7 +50,9 @@ def test_tensor_batches_cover_every_row_once_per_epoch_and_are_seeded():
     X = torch.arange(23, dtype=torch.float32)[:, None]
     y = torch.arange(23)
     data = TensorData(X, y)
-    batches = TensorBatches(data, 5, shuffle=True, generator=torch.Generator().manual_seed(0))
+    batches = TensorBatches(
+        data, 5, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     assert len(batches) == 5
     epoch1 = torch.cat([b[1] for b in batches])
     epoch2 = torch.cat([b[1] for b in batches])
@@ -59,13 +61,15 @@ def test_tensor_batches_cover_every_row_once_per_epoch_and_are_seeded():
     assert not torch.equal(epoch1, epoch2)  # reshuffled every epoch
     for xb, yb in batches:
         assert torch.equal(xb[:, 0].long(), yb)  # rows stay paired
-    again = TensorBatches(data, 5, shuffle=True, generator=torch.Generator().manual_seed(0))
+    again = TensorBatches(
+        data, 5, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(torch.cat([b[1] for b in again]), epoch1)
 
 
 def test_full_batch_yields_the_data_itself():
     X, y = torch.randn(7, 2), torch.arange(7)
-    (xb, yb), = list(TensorBatches(TensorData(X, y), -1, shuffle=True))
+    ((xb, yb),) = list(TensorBatches(TensorData(X, y), -1, shuffle=True))
     assert xb is X and yb is y
 
 
@@ -79,8 +83,9 @@ def data():
 
 def test_history_has_skorchs_columns(data):
     X, y = data
-    clf = DynamicalLossClassifier(max_epochs=4, period=1, batch_size=32, compute_sharpness=False,
-                                  random_state=0).fit(X, y)
+    clf = DynamicalLossClassifier(
+        max_epochs=4, period=1, batch_size=32, compute_sharpness=False, random_state=0
+    ).fit(X, y)
     h = clf.net_.history
     assert h[:, "epoch"] == [1, 2, 3, 4]
     assert h[-1, "train_batch_count"] == 3
@@ -96,12 +101,20 @@ def test_skorch_callbacks_work_through_the_estimator(data):
     X, y = data
     # A cyclical learning rate, a baseline the paper compares with.
     cyclic = LRScheduler(
-        policy=torch.optim.lr_scheduler.CyclicLR, base_lr=1e-3, max_lr=1e-2,
-        step_size_up=3, step_every="batch", cycle_momentum=False,
+        policy=torch.optim.lr_scheduler.CyclicLR,
+        base_lr=1e-3,
+        max_lr=1e-2,
+        step_size_up=3,
+        step_every="batch",
+        cycle_momentum=False,
     )
     scoring = EpochScoring("accuracy", on_train=True, name="train_acc")
     clf = DynamicalLossClassifier(
-        max_epochs=3, period=1, batch_size=32, compute_sharpness=False, random_state=0,
+        max_epochs=3,
+        period=1,
+        batch_size=32,
+        compute_sharpness=False,
+        random_state=0,
         callbacks=[("cyclic_lr", cyclic), scoring],
     ).fit(X, y)
     h = clf.net_.history

@@ -109,9 +109,15 @@ def test_random_order_visits_every_class_once_per_cycle_and_is_seeded():
         ]
         for cycle in range(4):
             assert sorted(order[cycle * C : (cycle + 1) * C]) == list(range(C))
-    a = [focus_class(k, n_classes=C, period=T, order="random", seed=3) for k in range(20)]
-    b = [focus_class(k, n_classes=C, period=T, order="random", seed=3) for k in range(20)]
-    c = [focus_class(k, n_classes=C, period=T, order="random", seed=4) for k in range(20)]
+    a = [
+        focus_class(k, n_classes=C, period=T, order="random", seed=3) for k in range(20)
+    ]
+    b = [
+        focus_class(k, n_classes=C, period=T, order="random", seed=3) for k in range(20)
+    ]
+    c = [
+        focus_class(k, n_classes=C, period=T, order="random", seed=4) for k in range(20)
+    ]
     assert a == b
     assert a != c
 

@@ -11,8 +11,9 @@ from skdynloss import DynamicalLossClassifier, class_weights
 
 @pytest.fixture(scope="module")
 def data():
-    X, y = make_blobs(n_samples=60, centers=3, n_features=2, cluster_std=2.0,
-                      random_state=0)
+    X, y = make_blobs(
+        n_samples=60, centers=3, n_features=2, cluster_std=2.0, random_state=0
+    )
     return X, y
 
 
@@ -27,8 +28,9 @@ def dense_top_eigenvalue(module, X, y, gamma=None):
 
     def loss(theta):
         chunks = torch.split(theta, sizes)
-        state = {n: c.reshape(p.shape) for n, c, p in zip(names, chunks, params,
-                                                          strict=True)}
+        state = {
+            n: c.reshape(p.shape) for n, c, p in zip(names, chunks, params, strict=True)
+        }
         logits = torch.func.functional_call(module, state, (Xt,))
         ce = F.cross_entropy(logits, yt, reduction="none")
         if gamma is None:
@@ -38,8 +40,17 @@ def dense_top_eigenvalue(module, X, y, gamma=None):
     return torch.linalg.eigvalsh(torch.func.hessian(loss)(flat))[-1].item()
 
 
-TINY = dict(hidden_layer_sizes=(4,), dtype="float64", optimizer="sgd", momentum=0.0,
-            lr=0.5, batch_size=-1, amplitude=8.0, period=2.0, random_state=0)
+TINY = dict(
+    hidden_layer_sizes=(4,),
+    dtype="float64",
+    optimizer="sgd",
+    momentum=0.0,
+    lr=0.5,
+    batch_size=-1,
+    amplitude=8.0,
+    period=2.0,
+    random_state=0,
+)
 
 
 def test_sharpness_is_top_eigenvalue_of_unweighted_cross_entropy(data):
@@ -71,7 +82,10 @@ def test_sharpness_subsample(data):
     again = DynamicalLossClassifier(max_epochs=3, sharpness_max_samples=25, **TINY)
     assert again.fit(X, y).sharpness_ == clf.sharpness_
     # A subsample's Hessian differs from the full one.
-    assert clf.sharpness_ != DynamicalLossClassifier(max_epochs=3, **TINY).fit(X, y).sharpness_
+    assert (
+        clf.sharpness_
+        != DynamicalLossClassifier(max_epochs=3, **TINY).fit(X, y).sharpness_
+    )
 
 
 def test_history_tracks_the_dynamical_loss_and_cross_entropy(data):
@@ -92,7 +106,9 @@ def test_history_tracks_the_dynamical_loss_and_cross_entropy(data):
     )
     # Tracking reads, never writes: the fit is the same as without it.
     plain = DynamicalLossClassifier(max_epochs=9, static_last_period=False, **TINY)
-    np.testing.assert_array_equal(plain.fit(X, y).predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(
+        plain.fit(X, y).predict_proba(X), clf.predict_proba(X)
+    )
 
 
 @pytest.mark.parametrize(
