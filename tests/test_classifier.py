@@ -515,3 +515,14 @@ def test_a_failed_refit_leaves_the_estimator_unfitted_not_inconsistent(blobs):
         clf.predict(X)
     clf.set_params(module="mlp").fit(X, y)
     assert clf.score(X, y) > 0.9
+
+
+def test_unpickled_estimator_keeps_training_where_it_stopped(blobs):
+    X, y = blobs
+    clf = DynamicalLossClassifier(**{**FAST, "warm_start": True}).fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    restored.fit(X, y)
+    clf.fit(X, y)
+    assert restored.n_iter_ == 2 * FAST["max_epochs"]
+    np.testing.assert_allclose(restored.dynamics_["time"], np.arange(1, 21))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
