@@ -95,7 +95,7 @@ class LossClock(Callback):
         # Keep the (detached) log-probabilities of the step and reduce many steps at
         # once: four small ops per epoch instead of four per step, and one device
         # synchronisation per epoch.
-        log_probs, target = net.criterion_._clock["last_ce"]
+        log_probs, target = net.criterion_.last_log_probs
         self._pending.append((log_probs, target))
         self._pending_size += log_probs.numel()
         if self._pending_size > self.pending_limit:

@@ -5,7 +5,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from ._schedules import ORDERS, SHAPES, class_weights, focus_class, focus_weight
+from ._schedules import ORDERS, SHAPES, focus_class, focus_weight
 from ._schedules import normalise_weights as _normalise
 
 
@@ -122,22 +122,13 @@ class DynamicalCrossEntropy(torch.nn.Module):
         return self._clock["static"]
 
     @property
-    def last_cross_entropy(self):
-        """Detached per-sample cross-entropy of the last forward pass (or None)."""
-        last = self._clock["last_ce"]
-        if last is None:
-            return None
-        log_probs, target = last
-        return -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
+    def last_log_probs(self):
+        """``(log_probs, target)`` of the last forward pass, detached (or None).
 
-    def last_cross_entropy_sum(self):
-        """Summed plain cross-entropy of the last forward pass (a detached 0-d tensor).
-
-        Lets a training loop record cross-entropy next to the weighted loss without a
-        second forward pass or a device synchronisation.
+        Lets a training loop record plain cross-entropy and accuracy next to the
+        weighted loss without a second forward pass.
         """
-        log_probs, target = self._clock["last_ce"]
-        return F.nll_loss(log_probs, target, reduction="sum")
+        return self._clock["last_ce"]
 
     def _weights_list(self, t, static=False):
         if static or self.amplitude == 1.0 or self.n_classes == 1:
@@ -171,18 +162,6 @@ class DynamicalCrossEntropy(torch.nn.Module):
             self._weights_list(float(t)),
             dtype=self.weights.dtype,
             device=self.weights.device,
-        )
-
-    def weights_over(self, times):
-        """Weights at many times at once, as a numpy array of shape (len(times), C)."""
-        return class_weights(
-            times,
-            n_classes=self.n_classes,
-            amplitude=self.amplitude,
-            period=self.period,
-            shape=self.shape,
-            order=self.order,
-            seed=self.random_state,
         )
 
     def set_time(self, t, *, static=None):

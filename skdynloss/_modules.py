@@ -7,7 +7,6 @@ a softmax to.
 
 import math
 
-import torch
 from torch import nn
 
 
@@ -81,13 +80,3 @@ class CNN(nn.Module):
 def n_image_features(image_shape):
     """Number of features per row that ``image_shape`` implies."""
     return math.prod(int(s) for s in image_shape)
-
-
-def count_parameters(module):
-    """Number of trainable scalars in ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def flat_parameters(module):
-    """The trainable parameters of ``module`` as one detached 1-d tensor."""
-    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
