@@ -213,10 +213,45 @@ def class_weights(
     array([2.9167, 0.0417, 0.0417])
     """
     scalar = np.ndim(t) == 0
-    times = np.atleast_1d(np.asarray(t, dtype=float))
-    out = np.empty((times.size, n_classes))
-    for i, ti in enumerate(times):
-        c = focus_class(ti, n_classes=n_classes, period=period, order=order, seed=seed)
-        w = focus_weight(ti, amplitude=amplitude, period=period, shape=shape)
-        out[i] = normalise_weights(w, c, n_classes)
+    times = np.atleast_1d(np.asarray(t, dtype=float)).ravel()
+    if callable(shape) and amplitude != 1.0:
+        # A user's shape is called with one phase at a time, as documented.
+        out = np.empty((times.size, n_classes))
+        for i, ti in enumerate(times):
+            c = focus_class(
+                ti, n_classes=n_classes, period=period, order=order, seed=seed
+            )
+            w = focus_weight(ti, amplitude=amplitude, period=period, shape=shape)
+            out[i] = normalise_weights(w, c, n_classes)
+    else:
+        out = _class_weights_array(
+            times, n_classes, float(amplitude), float(period), shape, order, seed
+        )
     return out[0] if scalar else out
+
+
+def _class_weights_array(times, n_classes, amplitude, period, shape, order, seed):
+    # The scalar functions above, one numpy operation at a time over all times (the
+    # same floating point operations, so the same values).
+    if amplitude == 1.0:
+        return np.ones((times.size, n_classes))
+    k = np.floor(times / period)
+    if order == "cyclic":
+        focus = np.mod(k, n_classes).astype(np.intp)
+    elif order == "random":
+        cycle, position = np.divmod(k, n_classes)
+        cycle, position = cycle.astype(np.int64), position.astype(np.intp)
+        focus = np.empty(times.size, dtype=np.intp)
+        for c in np.unique(cycle).tolist():
+            rows = cycle == c
+            perm = np.asarray(_cycle_permutation(int(seed), int(n_classes), c))
+            focus[rows] = perm[position[rows]]
+    else:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
+    tau = np.fmod(times, period)
+    tau = np.where(tau < 0, tau + period, tau)
+    w = np.asarray(_raw_weight_function(shape)(tau / period, amplitude), dtype=float)
+    scale = n_classes / (w + n_classes - 1.0)
+    out = np.repeat(scale[:, None], n_classes, axis=1)
+    out[np.arange(times.size), focus] = w * scale
+    return out
