@@ -464,12 +464,12 @@ def hand_fit(
     ``variant="ce"``: plain mean cross-entropy, nothing recorded; torch's default optimizer
     implementation unless ``fused=True``.
     ``variant="dynamical"``: the dynamical loss ``mean(Gamma_y * CE)``, computed with the
-    same kernels as skdynloss (``nll_loss(log_softmax, weight=Gamma, reduction="sum") /
-    P``) and the same fused optimizer (unless ``fused=False``), with the weights of
-    every step precomputed on the device, and a record like skdynloss's: per step the
-    detached loss, the summed cross-entropy and the number of correct predictions are
-    kept as device tensors, and read back once at the end of every epoch (one
-    ``.item()`` each for a one-step epoch, as skdynloss does).
+    same kernels as skdynloss (``nll_loss(log_softmax, weight=Gamma / P,
+    reduction="sum")``, the weights of every step precomputed on the device and divided
+    by the step's batch size P) and the same fused optimizer (unless ``fused=False``),
+    batches gathered once per epoch and sliced as skdynloss does, and a record like
+    skdynloss's: every step's detached loss and log-probabilities are kept and reduced
+    once, at the end, into per-epoch mean loss, mean cross-entropy and accuracy.
 
     ``seed`` and ``shuffle_seed`` (default: those skdynloss derives from
     ``random_state=0``, see :func:`skdynloss_seeds`) seed the initialisation and the
@@ -504,6 +504,12 @@ def hand_fit(
             dtype=dtype,
             device=device,
         )
+        # As skdynloss: 1/P folded into the weights of every step (P: its batch size).
+        sizes = torch.tensor(
+            [min(bs, n - start) for start in range(0, n, bs)], dtype=dtype
+        ).to(device)
+        W = W / sizes.repeat(epochs)[:, None]
+        losses, kept = [], []
         record = []
     elif variant != "ce":
         raise ValueError(variant)
@@ -514,39 +520,46 @@ def hand_fit(
     for _ in range(epochs):
         if bs >= n:
             batches = ((X_t, y_t),)
+        elif dynamical:
+            # As skdynloss: the epoch is gathered once, then sliced (same batches).
+            order = torch.randperm(n, generator=generator).to(device)
+            Xp, yp = X_t[order], y_t[order]
+            batches = zip(Xp.split(bs), yp.split(bs), strict=True)
         else:
             order = torch.randperm(n, generator=generator).to(device)
             batches = ((X_t[idx], y_t[idx]) for idx in order.split(bs))
-        if dynamical:
-            losses, ces, corrects, sizes = [], [], [], []
         for xb, yb in batches:
             logits = model(xb)
             if dynamical:
                 log_probs = F.log_softmax(logits, dim=1)
                 loss = F.nll_loss(log_probs, yb, weight=W[step], reduction="sum")
-                loss = loss / yb.shape[0]
+                # As skdynloss: keep the step's loss and log-probabilities, and reduce
+                # them all at once at the end.
                 losses.append(loss.detach())
-                # As skdynloss: keep the step's log-probabilities, reduce per epoch.
-                ces.append(log_probs.detach())
-                corrects.append(yb)
-                sizes.append(yb.shape[0])
+                kept.append((log_probs.detach(), yb))
             else:
                 loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-        if dynamical:
-            # Read back once per epoch, as skdynloss does.
-            if len(losses) == 1:
-                values = [losses[0].item()]
-                lp, tg = ces[0], corrects[0]
-            else:
-                values = torch.stack(losses).tolist()
-                lp, tg = torch.cat(ces), torch.cat(corrects)
-            ce_sum = F.nll_loss(lp, tg, reduction="sum").item()
-            correct = (lp.argmax(dim=1) == tg).sum().item()
-            loss_mean = sum(v * s for v, s in zip(values, sizes, strict=True)) / n
+    if dynamical:
+        # One read-back for the whole fit; every epoch sees each of the n rows once.
+        lp = torch.cat([p for p, _ in kept])
+        tg = torch.cat([t for _, t in kept])
+        values = torch.stack(
+            [
+                F.nll_loss(lp, tg, reduction="none"),
+                (lp.argmax(dim=1) == tg).to(lp.dtype),
+            ],
+            dim=1,
+        ).double()
+        per_epoch = values.view(epochs, n, 2).sum(dim=1).tolist()
+        batch_losses = torch.stack(losses).view(epochs, -1).double()
+        loss_means = (batch_losses * sizes.double()).sum(dim=1) / n
+        for loss_mean, (ce_sum, correct) in zip(
+            loss_means.tolist(), per_epoch, strict=True
+        ):
             record.append((loss_mean, ce_sum / n, correct / n))
     return model, record
 

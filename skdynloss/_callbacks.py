@@ -45,20 +45,45 @@ class LossClock(Callback):
         self.time_ = 0.0
         self.static_from_ = math.inf
         self.steps_per_epoch_ = 1
+        self._step = 0
+        self._reset_record()
         self._reset_epoch()
+        self._reset_plan()
         return self
 
     #: Log-probabilities (elements) kept before the record is reduced: bounds memory.
-    pending_limit = 1 << 22
+    pending_limit = 1 << 21
+
+    def _reset_record(self):
+        # The log-probabilities of the steps not reduced yet are copied into one
+        # buffer (rows 0.._fill) and their targets kept; the epochs they belong to are
+        # [history row, samples in pending, samples of the epoch, carry] where carry
+        # holds [cross-entropy sum, correct] reduced before.
+        self._buffer = None
+        self._fill = 0
+        self._slots = ()
+        self._slot_i = 0
+        self._targets = []
+        self._closed = []
+        self._open_count = 0
+        self._open_carry = [0.0, 0.0]
+        self._defer = False
 
     def _reset_epoch(self):
-        self._ce = []
-        self._correct = []
-        self._pending = []
-        self._pending_size = 0
-        self._weight_sum = None
         self._n_steps = 0
         self._n_samples = 0
+        # Where the epoch's weights lie in the plans: the rows of plans already
+        # replaced, and the epoch's first row in the current plan.
+        self._epoch_parts = []
+        self._epoch_start = getattr(self, "_plan_i", 0)
+
+    #: Most steps whose weights are computed together (one numpy pass, one tensor).
+    plan_limit = 1024
+
+    def _reset_plan(self):
+        self._plan_len = self._plan_i = 0
+        self._plan_size = min(16, self.plan_limit)
+        self._plan = None
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         criterion = net.criterion_
@@ -66,74 +91,207 @@ class LossClock(Callback):
         self.time_ = history[-1].get("loss_time", 0.0) if len(history) else 0.0
         n = len(X)
         batch_size = n if net.batch_size in (-1, None) else min(net.batch_size, n)
-        self.steps_per_epoch_ = max(1, math.ceil(n / batch_size))
+        spe = self.steps_per_epoch_ = max(1, math.ceil(n / batch_size))
+        self._batch_sizes = np.array(
+            [min(batch_size, n - j * batch_size) for j in range(spe)]
+        )
+        # Steps are numbered from the very first epoch, so that a resumed fit computes
+        # exactly the times of one long fit: step k runs at time k / steps_per_epoch.
+        self._step = round(self.time_ * spe)
+        self._reset_plan()
         if self.static_last_period and self.epochs is not None:
             self.static_from_ = self.time_ + self.epochs - criterion.period
         else:
             self.static_from_ = math.inf
+        # Records of a call that ended with an exception are completed first.
+        self._reduce_pending()
+        self._reset_record()
         self._reset_epoch()
+        # The cross-entropy and accuracy of many epochs are reduced together when no
+        # callback can read them before the end of training (only the package's own
+        # are installed); otherwise every epoch's row is complete at its end.
+        self._defer = all(isinstance(cb, _OWN_CALLBACKS) for _, cb in net.callbacks_)
+
+    def on_train_end(self, net, **kwargs):
+        self._reduce_pending()
+        self._reset_record()
+        self._reset_plan()
+
+    def __getstate__(self):
+        # Device tensors of a call still running (or aborted by an exception) are not
+        # pickled: the plan is recomputed at the next step, and records not reduced
+        # yet are dropped.
+        state = self.__dict__.copy()
+        state.update(_plan=None, _plan_len=0, _plan_i=0, _buffer=None, _fill=0)
+        state.update(_slots=(), _slot_i=0)
+        state.update(_targets=[], _closed=[], _open_count=0)
+        return state
+
+    def _make_plan(self, criterion):
+        """Compute the weights of the coming steps together (chunks grow to a limit)."""
+        if self._plan is not None and self._epoch_start < self._plan_len:
+            # The running epoch began in the plan being replaced.
+            self._epoch_parts.append(self._plan[2][self._epoch_start :])
+        self._epoch_start = 0
+        k = self._plan_size
+        self._plan_size = min(2 * k, self.plan_limit)
+        steps = self._step + np.arange(k)
+        times = steps / self.steps_per_epoch_
+        # A small tolerance: times are fractions of steps_per_epoch.
+        static = times >= self.static_from_ - 1e-9
+        table = criterion.weights_table(times, static)
+        sizes = self._batch_sizes[steps % self.steps_per_epoch_]
+        weights = criterion.weights
+        rows = torch.from_numpy(table).to(weights.dtype)
+        # Gamma / P in the buffer's dtype, as the loss would compute it at each step.
+        scaled = rows / torch.from_numpy(sizes).to(weights.dtype)[:, None]
+        device = weights.device
+        # Rows are written through numpy on the CPU, as tensors elsewhere.
+        on_cpu = criterion._numpy_view(weights) is not None
+        self._plan = (
+            times.tolist(),
+            static.tolist(),
+            table,
+            rows.numpy(),
+            [None] * k if on_cpu else rows.to(device).unbind(0),
+            scaled.to(device).unbind(0),
+            sizes.tolist(),
+        )
+        self._plan_len = k
+        self._plan_i = 0
+
+    def _epoch_weights(self):
+        """The weights applied in the epoch's steps, averaged (a list)."""
+        rows = self._plan[2][self._epoch_start : self._plan_i]
+        if not self._epoch_parts and len(rows) == 1:
+            return rows[0].tolist()  # full batch: one step per epoch
+        total = sum(part.sum(axis=0) for part in [*self._epoch_parts, rows])
+        return (total / self._n_steps).tolist()
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if not training:
             return
-        criterion = net.criterion_
-        # Compare with a small tolerance: the clock is a sum of 1/steps_per_epoch.
-        gamma = criterion.set_time(
-            self.time_, static=self.time_ >= self.static_from_ - 1e-9
+        if self._plan_i == self._plan_len:
+            self._make_plan(net.criterion_)
+        i = self._plan_i
+        self._plan_i = i + 1
+        times, static, table, rows, device_rows, scaled, sizes = self._plan
+        net.criterion_._set_scheduled(
+            times[i], static[i], rows[i], device_rows[i], scaled[i], sizes[i]
         )
-        weight_sum = self._weight_sum
-        if weight_sum is None:
-            self._weight_sum = list(gamma)
-        else:
-            for i, g in enumerate(gamma):
-                weight_sum[i] += g
 
     def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
         if not training:
             return
-        yi = batch[1]
-        # Keep the (detached) log-probabilities of the step and reduce many steps at
-        # once: four small ops per epoch instead of four per step, and one device
-        # synchronisation per epoch.
+        # Copy the step's log-probabilities aside and reduce many steps (and epochs)
+        # at once: one copy per step instead of four ops, and one device
+        # synchronisation per reduction. Copied, not kept: holding every step's tensor
+        # alive makes each step allocate fresh memory, which costs more than the copy.
         log_probs, target = net.criterion_.last_log_probs
-        self._pending.append((log_probs, target))
-        self._pending_size += log_probs.numel()
-        if self._pending_size > self.pending_limit:
-            self._reduce_pending()
-        self._n_samples += yi.shape[0]
+        n = target.shape[0]
+        slots = self._slots
+        i = self._slot_i
+        if i == len(slots) or slots[i].shape[0] != n:
+            slots = self._new_slots(log_probs, n)
+            i = 0
+        slots[i].copy_(log_probs)
+        self._slot_i = i + 1
+        self._fill += n
+        self._targets.append(target)
+        self._open_count += n
+        self._n_samples += n
         self._n_steps += 1
-        self.time_ += 1.0 / self.steps_per_epoch_
+        self._step += 1
+        self.time_ = self._step / self.steps_per_epoch_
+
+    def _new_slots(self, log_probs, n):
+        """Views of the buffer for the coming steps (this one first), made at once."""
+        # Batch sizes of this step and of the rest of the plan, when they match.
+        sizes = self._plan[6][self._plan_i - 1 :] if self._plan is not None else []
+        if not sizes or sizes[0] != n:
+            sizes = [n]
+        buffer = self._buffer
+        room = 0 if buffer is None else buffer.shape[0] - self._fill
+        if room < n:
+            self._reduce_pending()
+            if buffer is None or buffer.shape[0] < n:
+                # Room for the whole call when it fits in pending_limit elements, and
+                # for at least one batch.
+                n_classes = max(1, log_probs.shape[1])
+                call = self.steps_per_epoch_ * n * (self.epochs or 1)
+                rows = max(n, min(call, self.pending_limit // n_classes))
+                buffer = self._buffer = log_probs.new_empty((rows, log_probs.shape[1]))
+            room = buffer.shape[0]
+        take, total = 0, 0
+        for size in sizes:
+            if total + size > room:
+                break
+            take, total = take + 1, total + size
+        self._slots = buffer[self._fill : self._fill + total].split(sizes[:take])
+        self._slot_i = 0
+        return self._slots
 
     def _reduce_pending(self):
-        if not self._pending:
+        """Write the cross-entropy and accuracy of the epochs closed since last time."""
+        counts = [seg[1] for seg in self._closed]
+        if self._open_count:
+            counts.append(self._open_count)
+        if not counts:
             return
-        if len(self._pending) == 1:
-            log_probs, target = self._pending[0]
+        sums = self._segment_sums(counts) if self._fill else [[0.0, 0.0]] * len(counts)
+        for (row, _, n_samples, carry), (ce, correct) in zip(
+            self._closed, sums, strict=False
+        ):
+            row["train_cross_entropy"] = (ce + carry[0]) / n_samples
+            row["train_accuracy"] = (correct + carry[1]) / n_samples
+        if self._open_count:
+            # Part of an epoch still running: carried into its record.
+            self._open_carry[0] += sums[-1][0]
+            self._open_carry[1] += sums[-1][1]
+        self._fill = 0
+        self._slots = ()
+        self._slot_i = 0
+        self._targets = []
+        self._closed = []
+        self._open_count = 0
+
+    def _segment_sums(self, counts):
+        """[cross-entropy sum, correct] of consecutive runs of ``counts`` samples."""
+        log_probs = self._buffer[: self._fill]
+        targets = self._targets
+        target = targets[0] if len(targets) == 1 else torch.cat(targets)
+        ce = F.nll_loss(log_probs, target, reduction="none")
+        # The first maximal index (as argmax) of the log-probabilities is that of the
+        # logits; max(dim) finds it faster than argmax for few classes.
+        correct = log_probs.max(dim=1).indices == target
+        n_segments = len(counts)
+        if counts.count(counts[0]) == n_segments:
+            # Whole epochs of equal size (the usual case): sum rows of a view.
+            ce_sums = ce.view(n_segments, -1).sum(dim=1, dtype=torch.float64)
+            correct_sums = correct.view(n_segments, -1).sum(dim=1)
         else:
-            log_probs = torch.cat([p for p, _ in self._pending])
-            target = torch.cat([t for _, t in self._pending])
-        self._ce.append(F.nll_loss(log_probs, target, reduction="sum"))
-        # argmax of the log-probabilities is the argmax of the logits.
-        self._correct.append((log_probs.argmax(dim=1) == target).sum())
-        self._pending = []
-        self._pending_size = 0
+            device = ce.device
+            segment = torch.repeat_interleave(
+                torch.arange(n_segments, device=device),
+                torch.tensor(counts, device=device),
+            )
+            zeros = torch.zeros(n_segments, dtype=torch.float64, device=device)
+            ce_sums = zeros.index_add(0, segment, ce.double())
+            correct_sums = zeros.index_add(0, segment, correct.double())
+        return torch.stack([ce_sums, correct_sums.double()], dim=1).tolist()
 
     def on_epoch_end(self, net, **kwargs):
         if self._n_steps == 0:
             return
-        self._reduce_pending()
-        if len(self._ce) == 1:
-            ce, correct = self._ce[0].item(), self._correct[0].item()
-        else:
-            ce = torch.stack(self._ce).sum().item()
-            correct = torch.stack(self._correct).sum().item()
-        # Snap to the epoch grid so that float sums of 1/steps_per_epoch do not drift.
-        self.time_ = round(self.time_ * self.steps_per_epoch_) / self.steps_per_epoch_
         history = net.history
         history.record("loss_time", self.time_)
-        history.record("class_weights", [w / self._n_steps for w in self._weight_sum])
-        history.record("train_cross_entropy", ce / self._n_samples)
-        history.record("train_accuracy", correct / self._n_samples)
+        history.record("class_weights", self._epoch_weights())
+        row = list.__getitem__(history, -1)
+        self._closed.append([row, self._open_count, self._n_samples, self._open_carry])
+        self._open_count = 0
+        self._open_carry = [0.0, 0.0]
+        if not self._defer:
+            self._reduce_pending()
         self._reset_epoch()
 
 
@@ -293,3 +451,6 @@ class SharpnessTracker(Callback):
         net.history.record("sharpness_dynamical", values["dynamical"])
         net.history.record("sharpness_cross_entropy", values["cross_entropy"])
         net.history.record("stability_threshold", self.threshold)
+
+
+_OWN_CALLBACKS = (LossClock, DivergenceGuard, SharpnessTracker)

@@ -2,10 +2,11 @@
 
 import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._schedules import ORDERS, SHAPES, focus_class, focus_weight
+from ._schedules import ORDERS, SHAPES, class_weights, focus_class, focus_weight
 from ._schedules import normalise_weights as _normalise
 
 
@@ -108,7 +109,13 @@ class DynamicalCrossEntropy(torch.nn.Module):
         self.random_state = int(random_state)
         # Hot-path state lives in a plain dict: nn.Module.__setattr__ costs microseconds,
         # and these change at every optimizer step.
-        self._clock = {"time": 0.0, "static": False, "applied": None, "last_ce": None}
+        self._clock = {
+            "time": 0.0,
+            "static": False,
+            "applied": None,
+            "last_ce": None,
+            "scaled": None,
+        }
         self.register_buffer("weights", torch.ones(self.n_classes))
 
     @property
@@ -189,22 +196,79 @@ class DynamicalCrossEntropy(torch.nn.Module):
         # Copy only when the weights change: plain cross-entropy phases cost nothing.
         if gamma != clock["applied"]:
             weights = self._buffers["weights"]
-            # The numpy view of a CPU buffer is cached, keyed by the buffer's address:
-            # .to(), load_state_dict, deepcopy and unpickling all give a new address.
-            ptr = weights.data_ptr()
-            if clock.get("view_ptr") != ptr:
-                cpu = weights.device.type == "cpu" and not weights.requires_grad
-                clock["view"] = weights.numpy() if cpu else None
-                clock["view_ptr"] = ptr
-            if clock["view"] is not None:
+            view = self._numpy_view(weights)
+            if view is not None:
                 # Write through numpy: no torch dispatch at every optimizer step.
-                clock["view"][:] = gamma
+                view[:] = gamma
             else:
                 weights.copy_(
                     torch.tensor(gamma, dtype=weights.dtype), non_blocking=True
                 )
             clock["applied"] = gamma
+            clock["scaled"] = None
         return gamma
+
+    def _numpy_view(self, weights):
+        """A numpy view of the weights buffer on the CPU (cached), else None."""
+        clock = self._clock
+        # Keyed by the buffer's address: .to(), load_state_dict, deepcopy and
+        # unpickling all give a new one.
+        ptr = weights.data_ptr()
+        if clock.get("view_ptr") != ptr:
+            cpu = weights.device.type == "cpu" and not weights.requires_grad
+            clock["view"] = weights.numpy() if cpu else None
+            clock["view_ptr"] = ptr
+        return clock["view"]
+
+    def weights_table(self, times, static=None):
+        """Weights at many times at once: what :meth:`set_time` would apply at each.
+
+        Parameters
+        ----------
+        times : array-like of float, shape (K,)
+        static : array-like of bool, shape (K,), default=None
+            Times at which the loss is plain cross-entropy (weights 1).
+
+        Returns
+        -------
+        table : ndarray of shape (K, n_classes), float64
+        """
+        times = np.asarray(times, dtype=float)
+        if self.n_classes == 1:
+            return np.ones((times.size, 1))
+        table = class_weights(
+            times,
+            n_classes=self.n_classes,
+            amplitude=self.amplitude,
+            period=self.period,
+            shape=self.shape,
+            order=self.order,
+            seed=self.random_state,
+        ).reshape(times.size, self.n_classes)
+        if static is not None:
+            table[np.asarray(static, dtype=bool)] = 1.0
+        return table
+
+    def _set_scheduled(self, t, static, gamma, gamma_tensor, scaled, n):
+        """Set the time with weights computed ahead (by a training loop).
+
+        ``gamma`` is a numpy row of :meth:`weights_table` in the buffer's dtype,
+        ``gamma_tensor`` the same row on the buffer's device (used off the CPU), and
+        ``scaled`` the row divided by the coming batch size ``n``, in the loss's dtype:
+        a tensor never written to afterwards, which forward uses as is.
+        """
+        clock = self._clock
+        clock["time"] = t
+        clock["static"] = static
+        weights = self._buffers["weights"]
+        view = self._numpy_view(weights)
+        if view is not None:
+            view[:] = gamma
+        else:
+            weights.copy_(gamma_tensor, non_blocking=True)
+        clock["applied"] = None
+        version = 0 if weights.is_inference() else weights._version
+        clock["scaled"] = ((n, scaled.dtype, weights.data_ptr(), version), scaled)
 
     def forward(self, logits, target):
         """Weighted cross-entropy: the plain mean of ``Gamma_y * CE`` over the batch.
@@ -225,16 +289,39 @@ class DynamicalCrossEntropy(torch.nn.Module):
         # Kept (detached) so that a training loop can record plain cross-entropy
         # without a second forward pass.
         self._clock["last_ce"] = (log_probs.detach(), target)
-        weights = self._buffers["weights"]
-        if weights.dtype != log_probs.dtype:
-            weights = weights.to(log_probs.dtype)
-        # sum_mu Gamma_{y_mu} CE_mu divided by P: the plain mean of the weighted
-        # per-sample losses, in one fused kernel. reduction="sum" does not normalise by
-        # the weights (only reduction="mean" would divide by sum_mu Gamma_{y_mu}).
-        return (
-            F.nll_loss(log_probs, target, weight=weights, reduction="sum")
-            / (target.shape[0])
+        # sum_mu (Gamma_{y_mu} / P) CE_mu: the plain mean of the weighted per-sample
+        # losses in one fused kernel, with 1/P folded into the weights (no division
+        # node in the graph). reduction="sum" does not normalise by the weights (only
+        # reduction="mean" would divide by sum_mu Gamma_{y_mu}).
+        return F.nll_loss(
+            log_probs,
+            target,
+            weight=self._scaled_weights(target.shape[0], log_probs.dtype),
+            reduction="sum",
         )
+
+    def _scaled_weights(self, n, dtype):
+        """``weights / n`` in ``dtype``, cached until the weights, n or dtype change."""
+        weights = self._buffers["weights"]
+        # Inference tensors keep no version counter (and cannot be changed in place).
+        version = 0 if weights.is_inference() else weights._version
+        key = (n, dtype, weights.data_ptr(), version)
+        clock = self._clock
+        cached = clock["scaled"]
+        if cached is None or cached[0] != key:
+            # A new tensor every time, never updated in place: a graph built on the
+            # previous one keeps the weights it was built with.
+            view = self._numpy_view(weights)
+            if view is not None:
+                # CPU: divide the numpy view set_time writes through (no dispatch).
+                scaled = torch.from_numpy(view / max(n, 1))
+                if scaled.dtype != dtype:
+                    scaled = scaled.to(dtype)
+            else:
+                scaled = weights.to(dtype) / max(n, 1)
+            cached = (key, scaled)
+            clock["scaled"] = cached
+        return cached[1]
 
     def extra_repr(self):
         return (
@@ -246,3 +333,4 @@ class DynamicalCrossEntropy(torch.nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         # The cache of applied weights is stale once a state dict overwrites the buffer.
         self._clock["applied"] = None
+        self._clock["scaled"] = None

@@ -85,6 +85,10 @@ class TensorBatches:
         self.shuffle = shuffle
         self.generator = generator
 
+    #: Largest X (bytes) shuffled as a whole per epoch; larger data is gathered per
+    #: batch, so that a shuffled copy of it never sits beside the original.
+    permute_limit = 1 << 28
+
     def __len__(self):
         return max(1, math.ceil(len(self.data) / self.batch_size))
 
@@ -98,6 +102,13 @@ class TensorBatches:
             return
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator).to(X.device)
+            if X.numel() * X.element_size() <= self.permute_limit:
+                # Gather the epoch once, then yield views: two indexing kernels per
+                # epoch instead of two per batch (same batches, same order).
+                X, y = X[order], y[order]
+                for start in range(0, n, bs):
+                    yield X[start : start + bs], y[start : start + bs]
+                return
             for start in range(0, n, bs):
                 idx = order[start : start + bs]
                 yield X[idx], y[idx]
@@ -158,7 +169,14 @@ class DynamicalNet(NeuralNetClassifier):
         # Same sequence as skorch's train_step (zero grad, forward/backward,
         # on_grad_computed, step) without building a closure and a parameter
         # generator at every step.
-        optimizer.zero_grad(set_to_none=True)
+        if type(optimizer) is self._plain_zero_grad:
+            # What torch's Optimizer.zero_grad(set_to_none=True) does, without its
+            # profiler context (as long as the optimizer step of a small network).
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+        else:
+            optimizer.zero_grad(set_to_none=True)
         step = self.train_step_single(batch, **fit_params)
         if self._grad_callbacks:
             from skorch.utils import TeeGenerator
@@ -182,8 +200,31 @@ class DynamicalNet(NeuralNetClassifier):
         Xi, yi = batch
         y_pred = self.module_(Xi)
         loss = self.criterion_(y_pred, yi)
-        loss.backward()
+        # An explicit seed gradient: saves the ones_like that backward() would run.
+        one = getattr(self, "_seed_grad", None)
+        if one is None or one.dtype != loss.dtype or one.device != loss.device:
+            one = self._seed_grad = torch.ones((), dtype=loss.dtype, device=loss.device)
+        loss.backward(one)
         return {"loss": loss, "y_pred": y_pred}
+
+    def initialize_optimizer(self, *args, **kwargs):
+        super().initialize_optimizer(*args, **kwargs)
+        # train_step clears gradients itself when the optimizer's zero_grad is torch's
+        # (the type is kept, not the optimizer: a replaced optimizer_ is checked anew).
+        kind = type(self.optimizer_)
+        plain = (
+            issubclass(kind, torch.optim.Optimizer)
+            and kind.zero_grad is torch.optim.Optimizer.zero_grad
+        )
+        self._plain_zero_grad = kind if plain else None
+        return self
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # A device tensor outside skorch's cuda-dependent attributes would not unpickle
+        # on a machine without that device; it is rebuilt at the next step.
+        state.pop("_seed_grad", None)
+        return state
 
     def initialize_callbacks(self):
         super().initialize_callbacks()

@@ -170,6 +170,53 @@ def test_clock_advances_by_one_per_epoch_in_fractional_steps(blobs):
     np.testing.assert_allclose(clf.class_weights_, expected, rtol=1e-12)
 
 
+def test_weights_computed_ahead_in_small_chunks_change_nothing(blobs, monkeypatch):
+    # The clock computes the weights of many steps at once (chunks of up to
+    # LossClock.plan_limit steps); epochs that straddle chunks must see the weights of
+    # their own times, in every regime.
+    from skdynloss._callbacks import LossClock
+
+    X, y = blobs  # 120 rows, batch 50 -> 3 steps per epoch
+    params = dict(
+        amplitude=9.0,
+        period=2.0,
+        batch_size=50,
+        max_epochs=11,
+        compute_sharpness=False,
+        random_state=0,
+    )
+    reference = DynamicalLossClassifier(**params).fit(X, y)
+    monkeypatch.setattr(LossClock, "plan_limit", 4)
+    chunked = DynamicalLossClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(chunked.loss_curve_, reference.loss_curve_)
+    np.testing.assert_array_equal(chunked.class_weights_, reference.class_weights_)
+    steps = np.arange(33) / 3.0
+    expected = class_weights(steps, n_classes=3, amplitude=9.0, period=2.0)
+    expected[steps >= 11 - 2 - 1e-9] = 1.0  # the static last period
+    expected = expected.reshape(11, 3, 3).mean(axis=1)
+    np.testing.assert_allclose(chunked.class_weights_, expected, rtol=1e-12)
+
+
+def test_off_cpu_weight_path_gives_the_same_fit(blobs, monkeypatch):
+    # On a GPU the weights are written with tensor copies, not through a numpy view of
+    # the buffer; force that path on the CPU and compare bit for bit.
+    from skdynloss import DynamicalCrossEntropy
+
+    X, y = blobs
+    params = dict(FAST, amplitude=9.0, batch_size=50, max_epochs=8)
+    reference = DynamicalLossClassifier(**params).fit(X, y)
+    monkeypatch.setattr(DynamicalCrossEntropy, "_numpy_view", lambda self, w: None)
+    tensor_path = DynamicalLossClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(tensor_path.loss_curve_, reference.loss_curve_)
+    np.testing.assert_array_equal(tensor_path.class_weights_, reference.class_weights_)
+    torch.testing.assert_close(
+        tensor_path.net_.criterion_.weights,
+        reference.net_.criterion_.weights,
+        rtol=0,
+        atol=0,
+    )
+
+
 def test_clock_does_not_move_on_prediction(fitted, blobs):
     X, _ = blobs
     t0 = fitted.net_.criterion_.time

@@ -99,6 +99,51 @@ def test_gradient_flows_through_weighted_loss():
     torch.testing.assert_close(logits.grad, expected)
 
 
+def test_weights_seen_by_forward_follow_every_change():
+    # forward folds 1/P into a cached copy of the weights: every way the weights, the
+    # batch size or the dtype can change must reach the next forward pass.
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    target = torch.randint(0, 3, (9,), generator=g)
+    loss = DynamicalCrossEntropy(3, amplitude=70, period=5).double()
+
+    def check():
+        gamma = loss.weights.tolist()
+        for p in (9, 4, 9):  # batch size changes and changes back
+            assert loss(logits[:p], target[:p]).item() == pytest.approx(
+                hand_loss(logits[:p], target[:p], gamma), rel=1e-12
+            )
+
+    check()
+    loss.set_time(2.5)  # written through a numpy view: no version bump
+    check()
+    loss.set_time(7.5)
+    check()
+    with torch.no_grad():
+        loss.weights.copy_(torch.tensor([0.5, 2.0, 0.5]))  # in place, by hand
+    check()
+    loss.load_state_dict({"weights": torch.tensor([1.5, 1.0, 0.5])})
+    check()
+    # A new dtype (and storage): the cached float64 copy must not be reused.
+    loss.float()
+    assert loss(logits[:4].float(), target[:4]).item() == pytest.approx(
+        hand_loss(logits[:4], target[:4], [1.5, 1.0, 0.5]), rel=1e-6
+    )
+
+
+def test_graph_keeps_the_weights_it_was_built_with():
+    logits = torch.zeros(4, 3, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 0])
+    loss = DynamicalCrossEntropy(3, amplitude=70, period=5)
+    loss.set_time(2.5)
+    gamma = loss.weights.clone()
+    value = loss(logits, target)
+    loss.set_time(7.5)  # the clock moves before backward
+    value.backward()
+    expected = (torch.full((4, 3), 1 / 3) - F.one_hot(target, 3)) / 4
+    torch.testing.assert_close(logits.grad, expected * gamma[target][:, None])
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from skorch.callbacks import EpochScoring, LRScheduler
+from skorch.callbacks import Callback, EpochScoring, LRScheduler
 from skorch.history import History
 
 from skdynloss import DynamicalLossClassifier
+from skdynloss._callbacks import LossClock
 from skdynloss._net import FastHistory, TensorBatches, TensorData
 
 
@@ -67,6 +68,28 @@ def test_tensor_batches_cover_every_row_once_per_epoch_and_are_seeded():
     assert torch.equal(torch.cat([b[1] for b in again]), epoch1)
 
 
+def test_shuffling_the_whole_epoch_or_each_batch_gives_the_same_batches(monkeypatch):
+    # Small data are permuted once per epoch and sliced; data above permute_limit are
+    # gathered batch by batch. The batches must not depend on which.
+    X = torch.randn(23, 2)
+    y = torch.arange(23)
+
+    def epochs(limit):
+        monkeypatch.setattr(TensorBatches, "permute_limit", limit)
+        batches = TensorBatches(
+            TensorData(X, y),
+            5,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+        )
+        return [[(xb.clone(), yb.clone()) for xb, yb in batches] for _ in range(3)]
+
+    whole, per_batch = epochs(1 << 28), epochs(0)
+    for a_epoch, b_epoch in zip(whole, per_batch, strict=True):
+        for (xa, ya), (xb, yb) in zip(a_epoch, b_epoch, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
 def test_full_batch_yields_the_data_itself():
     X, y = torch.randn(7, 2), torch.arange(7)
     ((xb, yb),) = list(TensorBatches(TensorData(X, y), -1, shuffle=True))
@@ -122,3 +145,71 @@ def test_skorch_callbacks_work_through_the_estimator(data):
     lrs = h[:, "batches", :, "event_lr"]
     flat = [lr for epoch in lrs for lr in epoch]
     assert min(flat) == pytest.approx(1e-3) and max(flat) > 5e-3
+
+
+class BatchAccuracy(Callback):
+    """Reads the record at every epoch end and counts correct predictions itself."""
+
+    def initialize(self):
+        self.seen, self.accuracy = [], []
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        self._correct = self._n = 0
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if training:
+            self._correct += (y_pred.argmax(1) == batch[1]).sum().item()
+            self._n += len(batch[1])
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        self.seen.append((row["train_cross_entropy"], row["train_accuracy"]))
+        self.accuracy.append(self._correct / self._n)
+
+
+@pytest.mark.parametrize("amplitude", [1.0, 30.0])
+def test_record_is_the_same_whether_reduced_per_epoch_or_deferred(
+    data, monkeypatch, amplitude
+):
+    # With only the package's callbacks the clock reduces the record of many epochs at
+    # once; a user callback makes it complete every row at its epoch's end; a tiny
+    # pending limit makes it reduce in the middle of epochs. All three must agree, and
+    # agree with what the user's callback measured from the same forward passes.
+    X, y = data
+    params = dict(
+        max_epochs=6,
+        amplitude=amplitude,
+        period=2,
+        batch_size=32,
+        dtype="float64",
+        compute_sharpness=False,
+        random_state=0,
+    )
+    deferred = DynamicalLossClassifier(**params).fit(X, y)
+    watcher = BatchAccuracy()
+    per_epoch = DynamicalLossClassifier(callbacks=[watcher], **params).fit(X, y)
+    monkeypatch.setattr(LossClock, "pending_limit", 100)  # about one batch
+    split = DynamicalLossClassifier(**params).fit(X, y)
+
+    seen = np.array(per_epoch.net_.callbacks_[-1][1].seen)
+    assert len(seen) == 6  # complete at every epoch end, where the user reads it
+    np.testing.assert_allclose(seen[:, 0], per_epoch.dynamics_["cross_entropy"])
+    np.testing.assert_allclose(seen[:, 1], per_epoch.dynamics_["accuracy"])
+    np.testing.assert_allclose(
+        per_epoch.dynamics_["accuracy"], per_epoch.net_.callbacks_[-1][1].accuracy
+    )
+    for other in (deferred, split):
+        for key in ("loss", "cross_entropy", "accuracy"):
+            np.testing.assert_allclose(
+                other.dynamics_[key], per_epoch.dynamics_[key], rtol=1e-12
+            )
+    if amplitude == 1.0:
+        # Plain cross-entropy: the record's mean cross-entropy is skorch's train_loss.
+        np.testing.assert_allclose(
+            deferred.dynamics_["cross_entropy"], deferred.loss_curve_, rtol=1e-12
+        )
+    else:
+        assert not np.allclose(
+            deferred.dynamics_["cross_entropy"], deferred.loss_curve_, rtol=1e-3
+        )
