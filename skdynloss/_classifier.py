@@ -512,7 +512,9 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         if self.verbose:
             from skorch.callbacks import EpochTimer, PrintLog
 
-            callbacks += [("epoch_timer", EpochTimer()), ("print_log", PrintLog())]
+            # The per-class weights are in class_weights_; one row each is unreadable.
+            log = PrintLog(keys_ignored=["class_weights"])
+            callbacks += [("epoch_timer", EpochTimer()), ("print_log", log)]
         optimizer, optimizer_kwargs = self._make_optimizer()
         self.net_ = DynamicalNet(
             module=module,
@@ -525,7 +527,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             callbacks=callbacks,
             device=self.device_,
             generator=generator,
-            verbose=0,
+            # PrintLog prints only when the net itself is verbose.
+            verbose=self.verbose,
             **optimizer_kwargs,
         )
         self.net_.initialize()

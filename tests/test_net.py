@@ -213,3 +213,19 @@ def test_record_is_the_same_whether_reduced_per_epoch_or_deferred(
         assert not np.allclose(
             deferred.dynamics_["cross_entropy"], deferred.loss_curve_, rtol=1e-3
         )
+
+
+def test_verbose_prints_every_epochs_record_as_it_ends(data, capsys):
+    # verbose adds skorch's PrintLog, which prints each row at its epoch's end: the
+    # record must be complete there, and the same as in a quiet fit.
+    X, y = data
+    params = dict(max_epochs=3, period=1, batch_size=32, compute_sharpness=False)
+    quiet = DynamicalLossClassifier(random_state=0, **params).fit(X, y)
+    capsys.readouterr()
+    loud = DynamicalLossClassifier(random_state=0, verbose=1, **params).fit(X, y)
+    out = capsys.readouterr().out
+    assert "train_accuracy" in out and "train_cross_entropy" in out
+    for value in loud.dynamics_["accuracy"]:
+        assert f"{value:.4f}" in out
+    for key in ("loss", "cross_entropy", "accuracy"):
+        np.testing.assert_allclose(loud.dynamics_[key], quiet.dynamics_[key])
