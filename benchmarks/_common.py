@@ -432,6 +432,24 @@ def same_work(clf, record):
     )
 
 
+def _reduce_kept(lp, targets, losses, sizes, n, record):
+    """Append (loss, cross-entropy, accuracy) of the kept epochs to record, and clear."""
+    tg = targets[0] if len(targets) == 1 else torch.cat(targets)
+    n_epochs = lp.shape[0] // n
+    ce = F.nll_loss(lp, tg, reduction="none").view(n_epochs, n)
+    correct = (lp.max(dim=1).indices == tg).view(n_epochs, n)
+    ce_sums = ce.sum(dim=1, dtype=torch.float64).tolist()
+    correct_sums = correct.sum(dim=1).tolist()
+    batch_losses = torch.stack(losses).view(n_epochs, -1).double()
+    loss_means = ((batch_losses * sizes.double()).sum(dim=1) / n).tolist()
+    for loss_mean, ce_sum, n_correct in zip(
+        loss_means, ce_sums, correct_sums, strict=True
+    ):
+        record.append((loss_mean, ce_sum / n, n_correct / n))
+    targets.clear()
+    losses.clear()
+
+
 def hand_fit(
     X,
     y,
@@ -509,7 +527,11 @@ def hand_fit(
             [min(bs, n - start) for start in range(0, n, bs)], dtype=dtype
         ).to(device)
         W = W / sizes.repeat(epochs)[:, None]
-        losses, kept = [], []
+        losses, targets = [], []
+        # Whole epochs of log-probabilities, at most about 2**19 numbers (as skdynloss).
+        rows = n * max(1, min(epochs, (1 << 19) // (n * n_classes)))
+        buf = torch.empty(rows, n_classes, dtype=dtype, device=device)
+        fill = 0
         record = []
     elif variant != "ce":
         raise ValueError(variant)
@@ -517,7 +539,7 @@ def hand_fit(
         record = None
     generator = torch.Generator().manual_seed(shuffle_seed)
     step = 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         if bs >= n:
             batches = ((X_t, y_t),)
         elif dynamical:
@@ -533,34 +555,22 @@ def hand_fit(
             if dynamical:
                 log_probs = F.log_softmax(logits, dim=1)
                 loss = F.nll_loss(log_probs, yb, weight=W[step], reduction="sum")
-                # As skdynloss: keep the step's loss and log-probabilities, and reduce
-                # them all at once at the end.
+                # As skdynloss: keep the step's loss, copy its log-probabilities into
+                # one buffer, and reduce many epochs at once.
                 losses.append(loss.detach())
-                kept.append((log_probs.detach(), yb))
+                buf[fill : fill + yb.shape[0]].copy_(log_probs.detach())
+                fill += yb.shape[0]
+                targets.append(yb)
             else:
                 loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-    if dynamical:
-        # One read-back for the whole fit; every epoch sees each of the n rows once.
-        lp = torch.cat([p for p, _ in kept])
-        tg = torch.cat([t for _, t in kept])
-        values = torch.stack(
-            [
-                F.nll_loss(lp, tg, reduction="none"),
-                (lp.argmax(dim=1) == tg).to(lp.dtype),
-            ],
-            dim=1,
-        ).double()
-        per_epoch = values.view(epochs, n, 2).sum(dim=1).tolist()
-        batch_losses = torch.stack(losses).view(epochs, -1).double()
-        loss_means = (batch_losses * sizes.double()).sum(dim=1) / n
-        for loss_mean, (ce_sum, correct) in zip(
-            loss_means.tolist(), per_epoch, strict=True
-        ):
-            record.append((loss_mean, ce_sum / n, correct / n))
+        if dynamical and (fill + n > buf.shape[0] or epoch == epochs - 1):
+            # As skdynloss: reduce many epochs at once, in bounded memory.
+            _reduce_kept(buf[:fill], targets, losses, sizes, n, record)
+            fill = 0
     return model, record
 
 

@@ -28,6 +28,11 @@ class LossClock(Callback):
     the training batches, measured in the same forward passes as the loss, before each
     update, as skorch measures ``train_loss``).
 
+    The weights of up to :attr:`plan_limit` steps are computed at once, and the record
+    is reduced for many epochs at once when only the package's callbacks are installed
+    (every row is complete when training ends); with any other callback every row is
+    complete at the end of its epoch.
+
     Parameters
     ----------
     static_last_period : bool, default=True
@@ -52,7 +57,7 @@ class LossClock(Callback):
         return self
 
     #: Log-probabilities (elements) kept before the record is reduced: bounds memory.
-    pending_limit = 1 << 21
+    pending_limit = 1 << 19
 
     def _reset_record(self):
         # The log-probabilities of the steps not reduced yet are copied into one
@@ -300,46 +305,66 @@ class DivergenceGuard(Callback):
 
     An epoch's ``train_loss`` is measured at the parameters the epoch *started* from, so
     a finite loss vouches for those parameters, not for the ones the epoch produced. The
-    guard therefore keeps two copies: the parameters at the start of the current epoch,
-    and those at the start of the last epoch whose loss was finite. When an epoch's loss
-    is NaN or infinite, the latter are restored, the optimizer's state (momentum, Adam
-    moments, perhaps non-finite now) is cleared, the history is cut back to the epochs
-    that produced the restored parameters (so the loss clock resumes consistently), a
-    warning names the likely cause, and training stops. The estimator stays usable: it
-    predicts with the restored parameters and can be trained further.
+    guard therefore copies the parameters at the start of an epoch and keeps the copy
+    once that epoch's loss proved finite. It copies at the start of every epoch, or of
+    every ``ceil(snapshot_steps / steps_per_epoch)``-th epoch when epochs are shorter
+    than :attr:`snapshot_steps` steps (full-batch training, where an epoch is one step
+    and a copy would cost a few percent of it). When an epoch's loss is NaN or
+    infinite, the last kept parameters are restored, the optimizer's state (momentum,
+    Adam moments, perhaps non-finite now) is cleared, the history is cut back to the
+    epochs that produced them (so the loss clock resumes consistently), a warning names
+    the likely cause, and training stops. The estimator stays usable: it predicts with
+    the restored parameters and can be trained further.
     """
+
+    #: Fewest training steps between two copies of the parameters.
+    snapshot_steps = 16
 
     def initialize(self):
         self.diverged_ = False
         self._sources = self._good = self._start = None
-        self._good_epoch = 0
+        self._good_epoch = self._next_copy = 0
+        self._every = 1
+        self._copied = False
         return self
 
-    def on_train_begin(self, net, **kwargs):
+    def on_train_begin(self, net, X=None, **kwargs):
         self.diverged_ = False
         module = net.module_
         # Detached views share storage with the parameters, so copies from and into
         # them need no no_grad context (which costs more than the copy itself on small
-        # networks, at every epoch).
+        # networks).
         self._sources = [t.detach() for t in [*module.parameters(), *module.buffers()]]
         self._good = [t.clone() for t in self._sources]
         self._start = [t.clone() for t in self._sources]
         self._good_epoch = len(net.history)
+        n = len(X) if X is not None else 1
+        batch_size = n if net.batch_size in (-1, None) else min(net.batch_size, n)
+        steps_per_epoch = max(1, math.ceil(n / max(1, batch_size)))
+        self._every = max(1, math.ceil(self.snapshot_steps / steps_per_epoch))
+        self._next_copy = self._good_epoch + self._every
+        self._copied = False
 
     def on_train_end(self, net, **kwargs):
         # Do not carry copies of the parameters into pickles of the estimator.
         self._sources = self._good = self._start = None
 
     def on_epoch_begin(self, net, **kwargs):
-        torch._foreach_copy_(self._start, self._sources)
+        # The epoch's row is already in the history: this epoch follows len - 1 others.
+        if len(net.history) - 1 >= self._next_copy:
+            torch._foreach_copy_(self._start, self._sources)
+            self._copied = True
 
     def on_epoch_end(self, net, **kwargs):
         history = net.history
         loss = history[-1].get("train_loss", 0.0)
         if math.isfinite(loss):
-            # The parameters this epoch started from gave a finite loss: keep them.
-            self._good, self._start = self._start, self._good
-            self._good_epoch = len(history) - 1
+            if self._copied:
+                # The parameters this epoch started from gave a finite loss: keep them.
+                self._good, self._start = self._start, self._good
+                self._good_epoch = len(history) - 1
+                self._next_copy = self._good_epoch + self._every
+                self._copied = False
             return
         torch._foreach_copy_(self._sources, self._good)
         self.diverged_ = True
@@ -349,8 +374,8 @@ class DivergenceGuard(Callback):
         warnings.warn(
             f"Training diverged (the loss became {loss}) at epoch {diverged_at}; "
             f"stopped and restored the parameters after epoch {self._good_epoch}, the "
-            "last ones with a finite loss. A smaller learning rate or amplitude usually "
-            "helps.",
+            "last ones kept with a finite loss. A smaller learning rate or amplitude "
+            "usually helps.",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -473,6 +473,40 @@ def test_divergence_keeps_the_last_good_state(blobs):
     assert clf.score(X, y) > 0.9
 
 
+class PoisonAfter(Callback):
+    """Make the parameters infinite at the end of a given epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.epoch:
+            with torch.no_grad():
+                for p in net.module_.parameters():
+                    p.fill_(float("inf"))
+
+
+@pytest.mark.parametrize(
+    "batch_size, kept",
+    [
+        (5, 19),  # 24 steps per epoch: a copy at every epoch, one epoch lost
+        (-1, 16),  # full batch: a copy every 16 epochs (steps)
+    ],
+)
+def test_divergence_restores_the_last_copy_with_a_finite_loss(blobs, batch_size, kept):
+    # The loss of epoch 21 is the first non-finite one. The guard restores the
+    # parameters that the last copied epoch with a finite loss started from, and cuts
+    # the history back to the epochs that produced them.
+    X, y = blobs
+    params = dict(FAST, batch_size=batch_size, max_epochs=30, static_last_period=False)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        clf = DynamicalLossClassifier(callbacks=[PoisonAfter(20)], **params).fit(X, y)
+    assert clf.diverged_ and clf.n_iter_ == kept
+    reference = DynamicalLossClassifier(**dict(params, max_epochs=kept)).fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), reference.predict_proba(X))
+    np.testing.assert_array_equal(clf.loss_curve_, reference.loss_curve_)
+
+
 def test_clone_pickle_joblib_round_trips(fitted, blobs, tmp_path):
     X, _ = blobs
     expected = fitted.predict_proba(X)
