@@ -51,6 +51,7 @@ class LossClock(Callback):
         self.static_from_ = math.inf
         self.steps_per_epoch_ = 1
         self._step = 0
+        self._end_step = None
         self._reset_record()
         self._reset_epoch()
         self._reset_plan()
@@ -103,6 +104,7 @@ class LossClock(Callback):
         # Steps are numbered from the very first epoch, so that a resumed fit computes
         # exactly the times of one long fit: step k runs at time k / steps_per_epoch.
         self._step = round(self.time_ * spe)
+        self._end_step = None if self.epochs is None else self._step + self.epochs * spe
         self._reset_plan()
         if self.static_last_period and self.epochs is not None:
             self.static_from_ = self.time_ + self.epochs - criterion.period
@@ -138,8 +140,13 @@ class LossClock(Callback):
             # The running epoch began in the plan being replaced.
             self._epoch_parts.append(self._plan[2][self._epoch_start :])
         self._epoch_start = 0
-        k = self._plan_size
-        self._plan_size = min(2 * k, self.plan_limit)
+        if self._end_step is not None:
+            # The length of the call is known: plan to its end, within the limit.
+            k = max(1, min(self.plan_limit, self._end_step - self._step))
+        else:
+            # partial_fit: chunks grow from small ones.
+            k = self._plan_size
+            self._plan_size = min(2 * k, self.plan_limit)
         steps = self._step + np.arange(k)
         times = steps / self.steps_per_epoch_
         # A small tolerance: times are fractions of steps_per_epoch.

@@ -246,14 +246,18 @@ class DynamicalNet(NeuralNetClassifier):
         for batch in iterator:
             self.notify("on_batch_begin", batch=batch, training=training)
             step = step_fn(batch, **fit_params)
-            losses.append(step["loss"].detach())
+            losses.append(step["loss"])
             # shape[0], not len(): Tensor.__len__ is a Python-level wrapper.
             size = batch[0].shape[0]
             sizes.append(size)
             history.record_batch(prefix + "_batch_size", size)
             self.notify("on_batch_end", batch=batch, training=training, **step)
         # One device synchronisation per epoch instead of one per batch.
-        values = torch.stack(losses).tolist() if len(losses) > 1 else [losses[0].item()]
+        if len(losses) == 1:
+            values = [losses[0].item()]
+        else:
+            with torch.no_grad():  # instead of a detach per step
+                values = torch.stack(losses).tolist()
         rows = list.__getitem__(history, -1)["batches"][-len(values) :]
         for row, value in zip(rows, values, strict=True):
             row[prefix + "_loss"] = value
