@@ -8,8 +8,9 @@ regimes (mini-batch 256 with Adam 1e-3, and full-batch gradient descent, SGD lr 
 
 In every cell skdynloss (amplitude 10, period = a quarter of the run) is timed side by
 side with hand loop (a) (plain cross-entropy) and hand loop (b) (the same dynamical
-loss by hand, with a per-step record), interleaved, best of ``--repeats`` after one
-warm-up. The number of epochs of a cell is ``--min-steps`` optimizer steps' worth,
+loss by hand, with a per-step record), and in mini-batch cells on the CPU with
+scikit-learn's MLPClassifier doing the same epochs of Adam at the same width and batch
+size, interleaved, best of ``--repeats`` after one warm-up. The number of epochs of a cell is ``--min-steps`` optimizer steps' worth,
 capped at ``--min-rows`` rows processed (so the big full-batch cells stay short).
 ``overhead us/step`` = (skdynloss - hand (b)) per optimizer step: a constant per-step
 cost shows up as a ratio that falls towards 1 as the work per step grows.
@@ -22,13 +23,16 @@ cost shows up as a ratio that falls towards 1 as the work per step grows.
 import math
 import os
 import sys
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
 import torch  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 OURS, HAND_CE, HAND_DYN = "skdynloss", "hand (a) CE", "hand (b) dynamical+record"
+MLP = "sklearn MLPClassifier"
 
 
 def parse_args(argv=None):
@@ -113,7 +117,19 @@ def run_cell(args, device, dtype, data, regime, n, width):
             **common,
         )
 
+    def mlp():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            C.sklearn_mlp(
+                hidden=(width,), batch_size=batch, epochs=epochs, lr=1e-3
+            ).fit(X, y)
+
     contenders = {OURS: ours, HAND_CE: hand("ce"), HAND_DYN: hand("dynamical")}
+    # The same work in scikit-learn (Adam, same batches, epochs and width): mini-batch
+    # cells on the CPU only.
+    with_mlp = regime == "mini-batch" and device.type == "cpu"
+    if with_mlp:
+        contenders[MLP] = mlp
     print(
         f"  [{regime}] n={n} width={width}: {epochs} epochs x {spe} steps",
         file=sys.stderr,
@@ -134,6 +150,8 @@ def run_cell(args, device, dtype, data, regime, n, width):
         "ours/(b)": f"{per_epoch[OURS] / per_epoch[HAND_DYN]:.2f}x",
         "ours/(b) cpu": f"{per_epoch_cpu[OURS] / per_epoch_cpu[HAND_DYN]:.2f}x",
         "overhead us/step": (per_epoch[OURS] - per_epoch[HAND_DYN]) / spe * 1e6,
+        "MLP ms/epoch": per_epoch[MLP] * 1e3 if with_mlp else "-",
+        "ours/MLP": f"{per_epoch[OURS] / per_epoch[MLP]:.2f}x" if with_mlp else "-",
         "_per_epoch": per_epoch,
     }
 
