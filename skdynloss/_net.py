@@ -85,9 +85,10 @@ class TensorBatches:
         self.shuffle = shuffle
         self.generator = generator
 
-    #: Largest X (bytes) shuffled as a whole per epoch; larger data is gathered per
-    #: batch, so that a shuffled copy of it never sits beside the original.
-    permute_limit = 1 << 28
+    #: Largest X (bytes) shuffled as a whole per epoch, where the per-batch indexing it
+    #: saves matters; larger data is gathered batch by batch, so that a shuffled copy
+    #: of it never sits beside the original.
+    permute_limit = 1 << 23
 
     def __len__(self):
         return max(1, math.ceil(len(self.data) / self.batch_size))
