@@ -432,7 +432,7 @@ def same_work(clf, record):
     )
 
 
-def _reduce_kept(lp, targets, losses, sizes, n, record):
+def _reduce_kept(lp, targets, loss_means, n, record):
     """Append (loss, cross-entropy, accuracy) of the kept epochs to record, and clear."""
     tg = targets[0] if len(targets) == 1 else torch.cat(targets)
     n_epochs = lp.shape[0] // n
@@ -440,14 +440,12 @@ def _reduce_kept(lp, targets, losses, sizes, n, record):
     correct = (lp.max(dim=1).indices == tg).view(n_epochs, n)
     ce_sums = ce.sum(dim=1, dtype=torch.float64).tolist()
     correct_sums = correct.sum(dim=1).tolist()
-    batch_losses = torch.stack(losses).view(n_epochs, -1).double()
-    loss_means = ((batch_losses * sizes.double()).sum(dim=1) / n).tolist()
     for loss_mean, ce_sum, n_correct in zip(
         loss_means, ce_sums, correct_sums, strict=True
     ):
         record.append((loss_mean, ce_sum / n, n_correct / n))
     targets.clear()
-    losses.clear()
+    loss_means.clear()
 
 
 def hand_fit(
@@ -527,7 +525,8 @@ def hand_fit(
             [min(bs, n - start) for start in range(0, n, bs)], dtype=dtype
         ).to(device)
         W = W / sizes.repeat(epochs)[:, None]
-        losses, targets = [], []
+        losses, targets, loss_means = [], [], []
+        size_list = sizes.tolist()
         # Whole epochs of log-probabilities, at most about 2**19 numbers (as skdynloss).
         rows = n * max(1, min(epochs, (1 << 19) // (n * n_classes)))
         buf = torch.empty(rows, n_classes, dtype=dtype, device=device)
@@ -555,8 +554,9 @@ def hand_fit(
             if dynamical:
                 log_probs = F.log_softmax(logits, dim=1)
                 loss = F.nll_loss(log_probs, yb, weight=W[step], reduction="sum")
-                # As skdynloss: keep the step's loss, copy its log-probabilities into
-                # one buffer, and reduce many epochs at once.
+                # As skdynloss: keep the epoch's batch losses (read back once per
+                # epoch), copy the log-probabilities into one buffer, and reduce many
+                # epochs at once.
                 losses.append(loss.detach())
                 buf[fill : fill + yb.shape[0]].copy_(log_probs.detach())
                 fill += yb.shape[0]
@@ -567,10 +567,18 @@ def hand_fit(
             loss.backward()
             opt.step()
             step += 1
-        if dynamical and (fill + n > buf.shape[0] or epoch == epochs - 1):
-            # As skdynloss: reduce many epochs at once, in bounded memory.
-            _reduce_kept(buf[:fill], targets, losses, sizes, n, record)
-            fill = 0
+        if dynamical:
+            values = (
+                [losses[0].item()] if len(losses) == 1 else torch.stack(losses).tolist()
+            )
+            loss_means.append(
+                sum(v * s for v, s in zip(values, size_list, strict=True)) / n
+            )
+            losses.clear()
+            if fill + n > buf.shape[0] or epoch == epochs - 1:
+                # As skdynloss: reduce many epochs at once, in bounded memory.
+                _reduce_kept(buf[:fill], targets, loss_means, n, record)
+                fill = 0
     return model, record
 
 
