@@ -46,6 +46,18 @@ def _fused_supported(cls, device, dtype):
     return True
 
 
+def _same(a, b):
+    """Whether two hyperparameter values are the same (arrays and tuples by value)."""
+    if a is b:
+        return True
+    try:
+        return bool(
+            np.array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+        )
+    except Exception:
+        return a == b
+
+
 def _resolve_device(device):
     if isinstance(device, torch.device):
         device = str(device)
@@ -127,7 +139,13 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         Seeds the initialisation, the shuffling and the sharpness subsample of each fit.
         An int gives bit-identical results on the CPU, also for fits run in parallel.
     warm_start : bool, default=False
-        Continue training the fitted network on ``fit`` (the clock resumes).
+        Continue training the fitted network on ``fit`` (the clock resumes), with
+        the current ``lr``, ``momentum``, ``weight_decay``, ``batch_size``,
+        ``amplitude``, ``period``, ``shape``, ``order``, ``static_last_period``,
+        ``max_epochs`` and ``compute_sharpness``. Changing what the first fit built
+        (``module``, ``hidden_layer_sizes``, ``image_shape``, ``optimizer``,
+        ``device``, ``dtype``, ``callbacks``, ``verbose``, ``sharpness_every``,
+        ``sharpness_max_samples``) is an error; ``random_state`` only seeds new fits.
     compute_sharpness : bool, default=True
         Compute ``sharpness_`` after each ``fit`` and ``partial_fit`` call (about a
         dozen Hessian-vector products over at most ``sharpness_max_samples`` rows);
@@ -339,6 +357,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         try:
             X, y = self._validate_training_data(X, y, reset=not continuing)
             y_encoded = self._encode_labels(y, continuing=continuing, classes=classes)
+            if continuing:
+                self._update_built(X.shape[1])
             X_t, y_t = self._to_tensors(X, y_encoded, continuing=continuing)
             if not continuing:
                 self._build(X_t.shape[1])
@@ -351,6 +371,52 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         self._train(X_t, y_t, epochs=epochs, static=epochs is not None and epochs > 1)
         self._record(X_t, y_t)
         return self
+
+    #: Hyperparameters that define what the first fit built (the network, its device,
+    #: dtype and optimizer class, the callbacks); a warm start cannot change them.
+    _STRUCTURAL = (
+        "module",
+        "hidden_layer_sizes",
+        "image_shape",
+        "optimizer",
+        "device",
+        "dtype",
+        "callbacks",
+        "verbose",
+        "sharpness_every",
+        "sharpness_max_samples",
+    )
+
+    def _update_built(self, n_features):
+        """Carry hyperparameters changed since the network was built into it."""
+        built = getattr(self, "_built_params", None)
+        if built is None:
+            return
+        params = self.get_params(deep=False)
+        changed = [k for k in self._STRUCTURAL if not _same(params[k], built[k])]
+        if changed:
+            raise ValueError(
+                f"warm_start=True continues the network built by the first fit, but "
+                f"{', '.join(changed)} changed since then. Fit with warm_start=False "
+                "to build a new one."
+            )
+        net = self.net_
+        net.batch_size = self.batch_size
+        for group in net.optimizer_.param_groups:
+            group["lr"] = self.lr
+            for key in ("momentum", "weight_decay"):
+                if key in group:
+                    group[key] = getattr(self, key)
+        criterion = net.criterion_
+        criterion.amplitude = float(self.amplitude)
+        criterion.period = float(self.period)
+        criterion.shape = self.shape
+        criterion.order = self.order
+        callbacks = dict(net.callbacks_)
+        callbacks["loss_clock"].static_last_period = self.static_last_period
+        if "sharpness_tracker" in callbacks:
+            callbacks["sharpness_tracker"].threshold = self._thresholds()
+        self._built_params = params
 
     def _forget_fit(self):
         for name in [
@@ -532,6 +598,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             **optimizer_kwargs,
         )
         self.net_.initialize()
+        self._built_params = self.get_params(deep=False)
 
     def _train(self, X_t, y_t, *, epochs, static):
         if static and self.static_last_period and self.period >= epochs:
@@ -615,7 +682,10 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        X_t = torch.tensor(X, dtype=_DTYPES[self.dtype], device=self.device_)
+        # The dtype the network was built with (the dtype hyperparameter may have
+        # changed since; only a new fit applies it).
+        dtype = self.net_.criterion_.weights.dtype
+        X_t = torch.tensor(X, dtype=dtype, device=self.device_)
         return self.net_.forward(X_t, training=False, device=self.device_)
 
     def predict_proba(self, X):

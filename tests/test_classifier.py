@@ -278,6 +278,46 @@ def test_warm_start_resumes_the_clock_and_matches_one_long_fit(blobs):
     np.testing.assert_allclose(warm.predict_proba(X), long.predict_proba(X), rtol=1e-6)
 
 
+def test_warm_start_trains_with_the_changed_hyperparameters(blobs):
+    X, y = blobs  # 120 rows
+    clf = DynamicalLossClassifier(
+        optimizer="sgd",
+        momentum=0.0,
+        lr=0.1,
+        batch_size=-1,
+        amplitude=20,
+        period=3,
+        max_epochs=6,
+        static_last_period=False,
+        warm_start=True,
+        compute_sharpness=False,
+        random_state=0,
+    ).fit(X, y)
+    clf.set_params(lr=0.01, momentum=0.5, amplitude=5, batch_size=40, max_epochs=3)
+    clf.fit(X, y)
+    group = clf.net_.optimizer_.param_groups[0]
+    assert (group["lr"], group["momentum"]) == (0.01, 0.5)
+    assert clf.net_.history[-1, "train_batch_count"] == 3  # batches of 40 rows
+    # Epochs 7-9 run at times 6, 6 1/3, ..., 8 2/3 with the new amplitude.
+    times = np.arange(18, 27) / 3
+    expected = class_weights(times, n_classes=3, amplitude=5.0, period=3.0)
+    np.testing.assert_allclose(
+        clf.class_weights_[-3:], expected.reshape(3, 3, 3).mean(axis=1), rtol=1e-12
+    )
+
+
+def test_warm_start_refuses_to_change_what_the_first_fit_built(blobs):
+    X, y = blobs
+    clf = DynamicalLossClassifier(warm_start=True, **FAST).fit(X, y)
+    proba = clf.predict_proba(X)
+    clf.set_params(hidden_layer_sizes=(7,), dtype="float64")
+    with pytest.raises(ValueError, match="hidden_layer_sizes, dtype changed"):
+        clf.fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)  # still the old net
+    clf.set_params(warm_start=False).fit(X, y)
+    assert clf.module_[0].out_features == 7
+
+
 def test_without_warm_start_fit_starts_over(blobs):
     X, y = blobs
     clf = DynamicalLossClassifier(**FAST).fit(X, y)
@@ -474,13 +514,15 @@ def test_divergence_keeps_the_last_good_state(blobs):
 
 
 class PoisonAfter(Callback):
-    """Make the parameters infinite at the end of a given epoch."""
+    """Make the parameters infinite at the end of a given epoch, once."""
 
     def __init__(self, epoch):
         self.epoch = epoch
+        self.done = False
 
     def on_epoch_end(self, net, **kwargs):
-        if len(net.history) == self.epoch:
+        if len(net.history) == self.epoch and not self.done:
+            self.done = True
             with torch.no_grad():
                 for p in net.module_.parameters():
                     p.fill_(float("inf"))
@@ -505,6 +547,11 @@ def test_divergence_restores_the_last_copy_with_a_finite_loss(blobs, batch_size,
     reference = DynamicalLossClassifier(**dict(params, max_epochs=kept)).fit(X, y)
     np.testing.assert_array_equal(clf.predict_proba(X), reference.predict_proba(X))
     np.testing.assert_array_equal(clf.loss_curve_, reference.loss_curve_)
+    for key in ("time", "cross_entropy", "accuracy", "class_weights"):
+        np.testing.assert_array_equal(clf.dynamics_[key], reference.dynamics_[key])
+    # Training resumes where the restored state stands: the clock from the cut history.
+    clf.set_params(warm_start=True, max_epochs=4).fit(X, y)
+    np.testing.assert_allclose(clf.dynamics_["time"], np.arange(1, kept + 5))
 
 
 def test_clone_pickle_joblib_round_trips(fitted, blobs, tmp_path):
