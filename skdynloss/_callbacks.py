@@ -295,10 +295,9 @@ class LossClock(Callback):
     def on_epoch_end(self, net, **kwargs):
         if self._n_steps == 0:
             return
-        history = net.history
-        history.record("loss_time", self.time_)
-        history.record("class_weights", self._epoch_weights())
-        row = list.__getitem__(history, -1)
+        row = list.__getitem__(net.history, -1)
+        row["loss_time"] = self.time_
+        row["class_weights"] = self._epoch_weights()
         self._closed.append([row, self._open_count, self._n_samples, self._open_carry])
         self._open_count = 0
         self._open_carry = [0.0, 0.0]
@@ -364,7 +363,7 @@ class DivergenceGuard(Callback):
 
     def on_epoch_end(self, net, **kwargs):
         history = net.history
-        loss = history[-1].get("train_loss", 0.0)
+        loss = list.__getitem__(history, -1).get("train_loss", 0.0)
         if math.isfinite(loss):
             if self._copied:
                 # The parameters this epoch started from gave a finite loss: keep them.

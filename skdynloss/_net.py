@@ -225,9 +225,40 @@ class DynamicalNet(NeuralNetClassifier):
         # A device tensor outside skorch's cuda-dependent attributes would not unpickle
         # on a machine without that device; it is rebuilt at the next step.
         state.pop("_seed_grad", None)
+        state.pop("_hook_cache", None)  # bound methods, rebuilt on first use
         return state
 
+    def notify(self, method_name, **cb_kwargs):
+        # skorch calls the hook on the net and on every callback, most of which
+        # inherit skorch's no-op Callback methods: with full-batch training that is a
+        # dozen empty calls per step. Only the hooks a callback implements (in its
+        # class or on the instance) are called. They are looked up once per list of
+        # callbacks, which the cache keeps alive so that its identity is not reused.
+        callbacks = self.callbacks_
+        cache = self.__dict__.get("_hook_cache")
+        if cache is None:
+            cache = self.__dict__["_hook_cache"] = {}
+        entry = cache.get(method_name)
+        if entry is None or entry[0] is not callbacks or entry[1] != len(callbacks):
+            entry = (callbacks, len(callbacks), self._implemented_hooks(method_name))
+            cache[method_name] = entry
+        getattr(self, method_name)(self, **cb_kwargs)
+        for hook in entry[2]:
+            hook(self, **cb_kwargs)
+
+    def _implemented_hooks(self, method_name):
+        from skorch.callbacks import Callback
+
+        base = getattr(Callback, method_name)
+        return [
+            getattr(cb, method_name)
+            for _, cb in self.callbacks_
+            if getattr(type(cb), method_name, None) is not base
+            or method_name in getattr(cb, "__dict__", {})
+        ]
+
     def initialize_callbacks(self):
+        self.__dict__.pop("_hook_cache", None)
         super().initialize_callbacks()
         # Only notify on_grad_computed when some callback actually implements it.
         from skorch.callbacks import Callback
@@ -253,17 +284,24 @@ class DynamicalNet(NeuralNetClassifier):
             sizes.append(size)
             history.record_batch(prefix + "_batch_size", size)
             self.notify("on_batch_end", batch=batch, training=training, **step)
-        # One device synchronisation per epoch instead of one per batch.
+        row = list.__getitem__(history, -1)
         if len(losses) == 1:
-            values = [losses[0].item()]
-        else:
-            with torch.no_grad():  # instead of a detach per step
-                values = torch.stack(losses).tolist()
-        rows = list.__getitem__(history, -1)["batches"][-len(values) :]
-        for row, value in zip(rows, values, strict=True):
-            row[prefix + "_loss"] = value
-        self.history.record(prefix + "_batch_count", len(values))
+            # One batch (full-batch training, one step per epoch): the records below,
+            # without the lists.
+            value, size = losses[0].item(), sizes[0]
+            row["batches"][-1][prefix + "_loss"] = value
+            row[prefix + "_batch_count"] = 1
+            row[prefix + "_loss"] = value * size / size
+            return
+        # One device synchronisation per epoch instead of one per batch.
+        with torch.no_grad():  # instead of a detach per step
+            values = torch.stack(losses).tolist()
+        for batch_row, value in zip(
+            row["batches"][-len(values) :], values, strict=True
+        ):
+            batch_row[prefix + "_loss"] = value
+        row[prefix + "_batch_count"] = len(values)
         # The epoch's loss: the mean over batches weighted by their size, as skorch's
         # PassthroughScoring computes it.
         total = sum(v * s for v, s in zip(values, sizes, strict=True))
-        self.history.record(prefix + "_loss", total / sum(sizes))
+        row[prefix + "_loss"] = total / sum(sizes)

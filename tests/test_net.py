@@ -229,3 +229,35 @@ def test_verbose_prints_every_epochs_record_as_it_ends(data, capsys):
         assert f"{value:.4f}" in out
     for key in ("loss", "cross_entropy", "accuracy"):
         np.testing.assert_allclose(loud.dynamics_[key], quiet.dynamics_[key])
+
+
+def test_every_implemented_hook_is_called(data):
+    # notify skips the callbacks' inherited no-op hooks; whatever a callback
+    # implements, in its class or on the instance, must still be called, once.
+    X, y = data
+    seen = []
+
+    class Hooks(Callback):
+        def on_train_begin(self, net, **kwargs):
+            seen.append("train_begin")
+
+        def on_batch_begin(self, net, training=False, **kwargs):
+            seen.append("batch_begin")
+
+    cb = Hooks()
+    # On the instance (deep-copied with it for every fit).
+    cb.on_epoch_end = lambda net, **kwargs: seen.append("epoch_end")
+    clf = DynamicalLossClassifier(
+        max_epochs=2,
+        period=1,
+        batch_size=32,
+        compute_sharpness=False,
+        callbacks=[cb],
+    ).fit(X, y)
+    assert seen.count("train_begin") == 1
+    assert seen.count("batch_begin") == 2 * 3
+    assert seen.count("epoch_end") == 2
+    # Callbacks replaced after initialisation are seen too.
+    clf.net_.callbacks_ = [*clf.net_.callbacks_, ("late", Hooks())]
+    clf.net_.partial_fit(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y))
+    assert seen.count("train_begin") == 1 + 2  # the fit's copy and the late one
