@@ -95,12 +95,15 @@ class TensorBatches:
 
     def __iter__(self):
         X, y = self.data.X, self.data.y
-        n, bs = len(X), self.batch_size
+        n, bs = X.shape[0], self.batch_size
         if y is None:
             y = torch.zeros(n, dtype=torch.long, device=X.device)
         if bs >= n:
-            yield X, y
-            return
+            # Full batch: the data themselves, without a generator frame per epoch.
+            return iter(((X, y),))
+        return self._batches(X, y, n, bs)
+
+    def _batches(self, X, y, n, bs):
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator).to(X.device)
             if X.numel() * X.element_size() <= self.permute_limit:
@@ -135,6 +138,15 @@ class DynamicalNet(NeuralNetClassifier):
     def _default_callbacks(self):
         # The classifier passes the callbacks it needs (and PrintLog when verbose).
         return []
+
+    # skorch's own hooks, writing the history rows directly (they run at every step
+    # in full-batch training): the same rows as History.new_epoch/new_batch/record.
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        history = self.history_
+        history.append({"batches": [], "epoch": len(history) + 1})
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        list.__getitem__(self.history_, -1)["batches"].append({})
 
     def initialize_history(self):
         self.history_ = FastHistory()
