@@ -261,14 +261,16 @@ class DynamicalCrossEntropy(torch.nn.Module):
         clock["time"] = t
         clock["static"] = static
         weights = self._buffers["weights"]
-        view = self._numpy_view(weights)
+        ptr = weights.data_ptr()
+        view = (
+            clock["view"] if clock.get("view_ptr") == ptr else self._numpy_view(weights)
+        )
         if view is not None:
             view[:] = gamma
         else:
             weights.copy_(gamma_tensor, non_blocking=True)
         clock["applied"] = None
-        version = 0 if weights.is_inference() else weights._version
-        clock["scaled"] = ((n, scaled.dtype, weights.data_ptr(), version), scaled)
+        clock["scaled"] = ((n, scaled.dtype, ptr, _version(weights)), scaled)
 
     def forward(self, logits, target):
         """Weighted cross-entropy: the plain mean of ``Gamma_y * CE`` over the batch.
@@ -303,9 +305,7 @@ class DynamicalCrossEntropy(torch.nn.Module):
     def _scaled_weights(self, n, dtype):
         """``weights / n`` in ``dtype``, cached until the weights, n or dtype change."""
         weights = self._buffers["weights"]
-        # Inference tensors keep no version counter (and cannot be changed in place).
-        version = 0 if weights.is_inference() else weights._version
-        key = (n, dtype, weights.data_ptr(), version)
+        key = (n, dtype, weights.data_ptr(), _version(weights))
         clock = self._clock
         cached = clock["scaled"]
         if cached is None or cached[0] != key:
@@ -334,3 +334,12 @@ class DynamicalCrossEntropy(torch.nn.Module):
         # The cache of applied weights is stale once a state dict overwrites the buffer.
         self._clock["applied"] = None
         self._clock["scaled"] = None
+
+
+def _version(tensor):
+    """The tensor's in-place version counter (0 for inference tensors, which have none
+    and cannot be changed in place)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return 0

@@ -131,6 +131,18 @@ def test_weights_seen_by_forward_follow_every_change():
     )
 
 
+def test_works_on_inference_tensors():
+    # Inference tensors have no version counter, which the weight cache reads.
+    with torch.inference_mode():
+        loss = DynamicalCrossEntropy(3, amplitude=70, period=5)
+        loss.set_time(2.5)
+        logits = torch.zeros(4, 3)
+        target = torch.tensor([0, 1, 2, 0])
+        value = loss(logits, target).item()
+    gamma = loss.weights.tolist()
+    assert value == pytest.approx(hand_loss(logits, target, gamma), rel=1e-6)
+
+
 def test_graph_keeps_the_weights_it_was_built_with():
     logits = torch.zeros(4, 3, requires_grad=True)
     target = torch.tensor([0, 1, 2, 0])
