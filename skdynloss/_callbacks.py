@@ -65,15 +65,22 @@ class LossClock(Callback):
         # buffer (rows 0.._fill) and their targets kept; the epochs they belong to are
         # [history row, samples in pending, samples of the epoch, carry] where carry
         # holds [cross-entropy sum, correct] reduced before.
+        self.__dict__.update(self._no_pending())
         self._buffer = None
-        self._fill = 0
-        self._slots = ()
-        self._slot_i = 0
-        self._targets = []
-        self._closed = []
-        self._open_count = 0
         self._open_carry = [0.0, 0.0]
         self._defer = False
+
+    @staticmethod
+    def _no_pending():
+        """The record's state with nothing waiting to be reduced."""
+        return {
+            "_fill": 0,
+            "_slots": (),
+            "_slot_i": 0,
+            "_targets": [],
+            "_closed": [],
+            "_open_count": 0,
+        }
 
     def _reset_epoch(self):
         self._n_steps = 0
@@ -96,8 +103,8 @@ class LossClock(Callback):
         history = net.history
         self.time_ = history[-1].get("loss_time", 0.0) if len(history) else 0.0
         n = len(X)
-        batch_size = n if net.batch_size in (-1, None) else min(net.batch_size, n)
-        spe = self.steps_per_epoch_ = max(1, math.ceil(n / batch_size))
+        batch_size, spe = _batching(net, n)
+        self.steps_per_epoch_ = spe
         self._batch_sizes = np.array(
             [min(batch_size, n - j * batch_size) for j in range(spe)]
         )
@@ -129,9 +136,8 @@ class LossClock(Callback):
         # pickled: the plan is recomputed at the next step, and records not reduced
         # yet are dropped.
         state = self.__dict__.copy()
-        state.update(_plan=None, _plan_len=0, _plan_i=0, _buffer=None, _fill=0)
-        state.update(_slots=(), _slot_i=0)
-        state.update(_targets=[], _closed=[], _open_count=0)
+        state.update(self._no_pending())
+        state.update(_plan=None, _plan_len=0, _plan_i=0, _buffer=None)
         return state
 
     def _make_plan(self, criterion):
@@ -260,12 +266,7 @@ class LossClock(Callback):
             # Part of an epoch still running: carried into its record.
             self._open_carry[0] += sums[-1][0]
             self._open_carry[1] += sums[-1][1]
-        self._fill = 0
-        self._slots = ()
-        self._slot_i = 0
-        self._targets = []
-        self._closed = []
-        self._open_count = 0
+        self.__dict__.update(self._no_pending())
 
     def _segment_sums(self, counts):
         """[cross-entropy sum, correct] of consecutive runs of ``counts`` samples."""
@@ -344,9 +345,7 @@ class DivergenceGuard(Callback):
         self._good = [t.clone() for t in self._sources]
         self._start = [t.clone() for t in self._sources]
         self._good_epoch = len(net.history)
-        n = len(X) if X is not None else 1
-        batch_size = n if net.batch_size in (-1, None) else min(net.batch_size, n)
-        steps_per_epoch = max(1, math.ceil(n / max(1, batch_size)))
+        _, steps_per_epoch = _batching(net, len(X) if X is not None else 1)
         self._every = max(1, math.ceil(self.snapshot_steps / steps_per_epoch))
         self._next_copy = self._good_epoch + self._every
         self._copied = False
@@ -485,3 +484,9 @@ class SharpnessTracker(Callback):
 
 
 _OWN_CALLBACKS = (LossClock, DivergenceGuard, SharpnessTracker)
+
+
+def _batching(net, n):
+    """(batch size, steps per epoch) of the net's training on ``n`` rows."""
+    batch_size = n if net.batch_size in (-1, None) else min(net.batch_size, n)
+    return batch_size, max(1, math.ceil(n / max(1, batch_size)))

@@ -261,16 +261,14 @@ class DynamicalCrossEntropy(torch.nn.Module):
         clock["time"] = t
         clock["static"] = static
         weights = self._buffers["weights"]
-        ptr = weights.data_ptr()
-        view = (
-            clock["view"] if clock.get("view_ptr") == ptr else self._numpy_view(weights)
-        )
+        view = self._numpy_view(weights)
         if view is not None:
             view[:] = gamma
         else:
             weights.copy_(gamma_tensor, non_blocking=True)
         clock["applied"] = None
-        clock["scaled"] = ((n, scaled.dtype, ptr, _version(weights)), scaled)
+        key = (n, scaled.dtype, weights.data_ptr(), _version(weights))
+        clock["scaled"] = (key, scaled)
 
     def forward(self, logits, target):
         """Weighted cross-entropy: the plain mean of ``Gamma_y * CE`` over the batch.
