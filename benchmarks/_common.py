@@ -372,16 +372,21 @@ def make_module(kind, n_features, n_classes, hidden=(100,), image_shape=None):
     raise ValueError(kind)
 
 
-def make_optimizer(name, params, lr, momentum=0.0, fused=False):
-    """torch's SGD or Adam; ``fused=True`` asks for the single-kernel implementation
-    that skdynloss uses for its built-in optimizers where torch has one."""
-    extra = {"fused": True} if fused else {}
+def make_optimizer(name, params, lr, momentum=0.0, impl="torch"):
+    """SGD or Adam: ``impl="torch"`` is torch.optim's default implementation,
+    ``"fused"`` torch's single-kernel one, ``"flat"`` the flat-buffer one that
+    skdynloss's ``optimizer="sgd"``/``"adam"`` use (``skdynloss._optim``)."""
+    if impl == "flat":
+        from skdynloss._optim import FlatAdam, FlatSGD
+
+        sgd, adam, extra = FlatSGD, FlatAdam, {}
+    else:
+        sgd, adam = torch.optim.SGD, torch.optim.Adam
+        extra = {"fused": True} if impl == "fused" else {}
     if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, weight_decay=0.0, **extra
-        )
+        return sgd(params, lr=lr, momentum=momentum, weight_decay=0.0, **extra)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=0.0, **extra)
+        return adam(params, lr=lr, weight_decay=0.0, **extra)
     raise ValueError(name)
 
 
@@ -468,7 +473,7 @@ def hand_fit(
     dtype=torch.float32,
     seed=None,
     shuffle_seed=None,
-    fused=None,
+    optimizer_impl=None,
 ):
     """A hand-written torch training loop, as close to the metal as a user would write it.
 
@@ -478,11 +483,11 @@ def hand_fit(
     ``batch_size`` is -1).
 
     ``variant="ce"``: plain mean cross-entropy, nothing recorded; torch's default optimizer
-    implementation unless ``fused=True``.
+    implementation unless ``optimizer_impl`` says otherwise (see :func:`make_optimizer`).
     ``variant="dynamical"``: the dynamical loss ``mean(Gamma_y * CE)``, computed with the
     same kernels as skdynloss (``nll_loss(log_softmax, weight=Gamma / P,
     reduction="sum")``, the weights of every step precomputed on the device and divided
-    by the step's batch size P) and the same fused optimizer (unless ``fused=False``),
+    by the step's batch size P) and the same flat-buffer optimizer (unless ``optimizer_impl`` says otherwise),
     batches gathered once per epoch and sliced as skdynloss does, and a record like
     skdynloss's: every step's detached loss and log-probabilities are kept and reduced
     once, at the end, into per-epoch mean loss, mean cross-entropy and accuracy.
@@ -508,9 +513,9 @@ def hand_fit(
     model = make_module(module, n_features, n_classes, hidden, image_shape)
     model = model.to(device=device, dtype=dtype)
     dynamical = variant == "dynamical"
-    if fused is None:
-        fused = dynamical
-    opt = make_optimizer(optimizer, model.parameters(), lr, momentum, fused=fused)
+    if optimizer_impl is None:
+        optimizer_impl = "flat" if dynamical else "torch"
+    opt = make_optimizer(optimizer, model.parameters(), lr, momentum, optimizer_impl)
     bs = n if batch_size in (-1, None) or batch_size >= n else batch_size
     spe = steps_per_epoch(n, batch_size)
     dynamical = variant == "dynamical"

@@ -10,8 +10,9 @@ exact and repeatable, a proxy for time (calls differ in cost), and comparable ac
 commits.
 
 Contenders: skdynloss (``DynamicalLossClassifier.fit`` from numpy arrays), hand loop
-(a) (plain cross-entropy, torch's fused optimizer) and hand loop (b) (the same
-dynamical loss and record as skdynloss, by hand); see ``_common.py``.
+(a') (plain cross-entropy, torch's fused optimizer) and hand loop (b) (the same
+dynamical loss, record and flat-buffer optimizer as skdynloss, by hand); see
+``_common.py``.
 
     python benchmarks/bench_calls.py          # a few seconds
 """
@@ -114,7 +115,7 @@ def main(argv=None):
                     X,
                     y,
                     variant=variant,
-                    fused=True,
+                    optimizer_impl="fused" if variant == "ce" else "flat",
                     n_classes=n_classes,
                     epochs=epochs,
                     amplitude=70.0,

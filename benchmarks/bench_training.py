@@ -111,13 +111,13 @@ def full_batch(args, device, dtype, summary):
 
         return run
 
-    def hand(variant, fused=None):
+    def hand(variant, impl=None):
         def run():
             last[variant] = C.hand_fit(
                 X,
                 y,
                 variant=variant,
-                fused=fused,
+                optimizer_impl=impl,
                 n_classes=3,
                 epochs=n_steps,
                 amplitude=amp,
@@ -142,7 +142,7 @@ def full_batch(args, device, dtype, summary):
         SK70: ours(amp),
         SK1: ours(1.0),
         HAND_CE: hand("ce"),
-        HAND_FUSED: hand("ce", fused=True),
+        HAND_FUSED: hand("ce", impl="fused"),
         HAND_DYN: hand("dynamical"),
         SKORCH: skorch_run,
     }
@@ -207,13 +207,13 @@ def mini_batch(args, device, dtype, summary, cnn=False):
 
         return run
 
-    def hand(variant, fused=None):
+    def hand(variant, impl=None):
         def run():
             last[variant] = C.hand_fit(
                 X,
                 y,
                 variant=variant,
-                fused=fused,
+                optimizer_impl=impl,
                 n_classes=10,
                 epochs=epochs,
                 amplitude=amp,
@@ -240,7 +240,7 @@ def mini_batch(args, device, dtype, summary, cnn=False):
     contenders.update(
         {
             HAND_CE: hand("ce"),
-            HAND_FUSED: hand("ce", fused=True),
+            HAND_FUSED: hand("ce", impl="fused"),
             HAND_DYN: hand("dynamical"),
         }
     )
@@ -422,8 +422,9 @@ def main(argv=None):
         "(predict: at least 5); best and median reported",
         "skdynloss": "DynamicalLossClassifier(compute_sharpness=False, random_state=0)",
         "hand loops": "same module class/dtype/device/optimizer; tensor indexing; "
-        "(a) torch's default optimizer kernels, (a') and (b) the fused ones "
-        "skdynloss uses; (b) precomputes Gamma with skdynloss.class_weights",
+        "(a) torch's default optimizer kernels, (a') torch's fused ones, (b) the "
+        "flat-buffer ones skdynloss uses; (b) precomputes Gamma with "
+        "skdynloss.class_weights",
         C.load_note().split(":")[0]: C.load_note().split(":", 1)[1].strip(),
     }
     C.print_header("skdynloss training benchmark", args, config)

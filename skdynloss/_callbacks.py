@@ -307,6 +307,16 @@ class LossClock(Callback):
         self._reset_epoch()
 
 
+def _state_tensors(net):
+    """The module's parameters and buffers, detached.
+
+    Detached tensors share storage with the parameters, so copies from and into them
+    need no no_grad context (which costs more than the copy itself on small networks).
+    """
+    module = net.module_
+    return [t.detach() for t in [*module.parameters(), *module.buffers()]]
+
+
 class DivergenceGuard(Callback):
     """Stop training when the loss stops being finite, and keep the last good state.
 
@@ -337,11 +347,7 @@ class DivergenceGuard(Callback):
 
     def on_train_begin(self, net, X=None, **kwargs):
         self.diverged_ = False
-        module = net.module_
-        # Detached views share storage with the parameters, so copies from and into
-        # them need no no_grad context (which costs more than the copy itself on small
-        # networks).
-        self._sources = [t.detach() for t in [*module.parameters(), *module.buffers()]]
+        self._sources = _state_tensors(net)
         self._good = [t.clone() for t in self._sources]
         self._start = [t.clone() for t in self._sources]
         self._good_epoch = len(net.history)
@@ -350,6 +356,16 @@ class DivergenceGuard(Callback):
         self._next_copy = self._good_epoch + self._every
         self._copied = False
 
+    def _current(self, net):
+        """The tensors to copy, found anew if a parameter's data was replaced since the
+        last look (the flat optimizers repoint the parameters they relink)."""
+        sources = self._sources
+        for p, t in zip(net.module_.parameters(), sources, strict=False):
+            if p.data_ptr() != t.data_ptr():
+                sources = self._sources = _state_tensors(net)
+                break
+        return sources
+
     def on_train_end(self, net, **kwargs):
         # Do not carry copies of the parameters into pickles of the estimator.
         self._sources = self._good = self._start = None
@@ -357,7 +373,7 @@ class DivergenceGuard(Callback):
     def on_epoch_begin(self, net, **kwargs):
         # The epoch's row is already in the history: this epoch follows len - 1 others.
         if len(net.history) - 1 >= self._next_copy:
-            torch._foreach_copy_(self._start, self._sources)
+            torch._foreach_copy_(self._start, self._current(net))
             self._copied = True
 
     def on_epoch_end(self, net, **kwargs):
@@ -371,7 +387,7 @@ class DivergenceGuard(Callback):
                 self._next_copy = self._good_epoch + self._every
                 self._copied = False
             return
-        torch._foreach_copy_(self._sources, self._good)
+        torch._foreach_copy_(self._current(net), self._good)
         self.diverged_ = True
         net.optimizer_.state.clear()
         diverged_at = len(history)
