@@ -113,18 +113,17 @@ class TensorBatches:
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator).to(X.device)
             if X.numel() * X.element_size() <= self.permute_limit:
-                # Gather the epoch once, then yield views: two indexing kernels per
-                # epoch instead of two per batch (same batches, same order).
-                X, y = X[order], y[order]
-                for start in range(0, n, bs):
-                    yield X[start : start + bs], y[start : start + bs]
-                return
-            for start in range(0, n, bs):
-                idx = order[start : start + bs]
-                yield X[idx], y[idx]
-        else:
-            for start in range(0, n, bs):
-                yield X[start : start + bs], y[start : start + bs]
+                # Gather the epoch once, then yield views, all made by two split
+                # calls: no per-batch indexing (same batches, same order).
+                return zip(X[order].split(bs), y[order].split(bs), strict=True)
+            return self._gathered(X, y, order, n, bs)
+        return zip(X.split(bs), y.split(bs), strict=True)
+
+    @staticmethod
+    def _gathered(X, y, order, n, bs):
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            yield X[idx], y[idx]
 
 
 class DynamicalNet(NeuralNetClassifier):
@@ -293,6 +292,11 @@ class DynamicalNet(NeuralNetClassifier):
             return
         losses, sizes = [], []
         history = self.history
+        # The epoch's row: the net's on_epoch_begin appended it, and on_batch_begin
+        # appends each batch's row to its "batches".
+        row = list.__getitem__(history, -1)
+        batch_rows = row["batches"]
+        size_key = prefix + "_batch_size"
         for batch in iterator:
             self.notify("on_batch_begin", batch=batch, training=training)
             step = step_fn(batch, **fit_params)
@@ -300,9 +304,8 @@ class DynamicalNet(NeuralNetClassifier):
             # shape[0], not len(): Tensor.__len__ is a Python-level wrapper.
             size = batch[0].shape[0]
             sizes.append(size)
-            history.record_batch(prefix + "_batch_size", size)
+            batch_rows[-1][size_key] = size  # history.record_batch
             self.notify("on_batch_end", batch=batch, training=training, **step)
-        row = list.__getitem__(history, -1)
         if len(losses) == 1:
             # One batch (full-batch training, one step per epoch): the records below,
             # without the lists.

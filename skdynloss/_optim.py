@@ -315,7 +315,8 @@ class FlatAdam(_FlatOptimizer):
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step_size = lr / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        # (Division in place on the new sqrt tensor: the same kernel, one tensor less.)
+        denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(eps)
         flat.addcdiv_(exp_avg, denom, value=-step_size)
 
 
