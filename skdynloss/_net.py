@@ -18,11 +18,22 @@ without the optimizer's profiler context. ``benchmarks/bench_calls.py`` counts t
 calls per step.
 """
 
+import dis
 import math
 
 import torch
 from skorch import NeuralNetClassifier
 from skorch.history import History
+
+
+def _empty():
+    """A function that does nothing, to recognise others that do nothing."""
+
+
+def _does_nothing(fn):
+    """Whether ``fn``'s bytecode is that of an empty function (``pass``, a docstring)."""
+    code = [(i.opname, i.argval) for i in dis.get_instructions(fn)]
+    return code == [(i.opname, i.argval) for i in dis.get_instructions(_empty)]
 
 
 class FastHistory(History):
@@ -146,12 +157,14 @@ class DynamicalNet(NeuralNetClassifier):
 
     # skorch's own hooks, writing the history rows directly (they run at every step
     # in full-batch training): the same rows as History.new_epoch/new_batch/record.
+    # The batch row is appended by run_single_epoch itself.
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         history = self.history_
         history.append({"batches": [], "epoch": len(history) + 1})
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
-        list.__getitem__(self.history_, -1)["batches"].append({})
+        """skorch's hook appends the batch's history row; run_single_epoch appends it
+        before notifying, so this one is empty and notify skips it."""
 
     def initialize_history(self):
         self.history_ = FastHistory()
@@ -222,7 +235,7 @@ class DynamicalNet(NeuralNetClassifier):
         one = getattr(self, "_seed_grad", None)
         if one is None or one.dtype != loss.dtype or one.device != loss.device:
             one = self._seed_grad = torch.ones((), dtype=loss.dtype, device=loss.device)
-        loss.backward(one)
+        torch.autograd.backward(loss, one)  # Tensor.backward, one call less
         return {"loss": loss, "y_pred": y_pred}
 
     def initialize_optimizer(self, *args, **kwargs):
@@ -259,15 +272,17 @@ class DynamicalNet(NeuralNetClassifier):
         if entry is None or entry[0] is not callbacks or entry[1] != len(callbacks):
             entry = (callbacks, len(callbacks), self._implemented_hooks(method_name))
             cache[method_name] = entry
-        getattr(self, method_name)(self, **cb_kwargs)
         for hook in entry[2]:
             hook(self, **cb_kwargs)
 
     def _implemented_hooks(self, method_name):
+        """The hooks ``notify`` calls: the net's own, unless its body is empty (as
+        skorch's ``on_batch_end`` is), then the callbacks' that are not inherited."""
         from skorch.callbacks import Callback
 
+        own = getattr(self, method_name)
         base = getattr(Callback, method_name)
-        return [
+        return ([] if _does_nothing(own) else [own]) + [
             getattr(cb, method_name)
             for _, cb in self.callbacks_
             if getattr(type(cb), method_name, None) is not base
@@ -298,6 +313,7 @@ class DynamicalNet(NeuralNetClassifier):
         batch_rows = row["batches"]
         size_key = prefix + "_batch_size"
         for batch in iterator:
+            batch_rows.append({})  # what skorch's on_batch_begin does (history.new_batch)
             self.notify("on_batch_begin", batch=batch, training=training)
             step = step_fn(batch, **fit_params)
             losses.append(step["loss"])

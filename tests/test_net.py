@@ -261,3 +261,29 @@ def test_every_implemented_hook_is_called(data):
     clf.net_.callbacks_ = [*clf.net_.callbacks_, ("late", Hooks())]
     clf.net_.partial_fit(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y))
     assert seen.count("train_begin") == 1 + 2  # the fit's copy and the late one
+
+
+def test_the_nets_own_hooks_are_skipped_only_when_empty(data):
+    # notify leaves out the net's hooks whose body is empty (skorch's on_batch_end,
+    # on_epoch_end, ...); a net whose hook does something gets it called.
+    from skdynloss._net import DynamicalNet, _does_nothing
+
+    def documented_pass(self, net, **kwargs):
+        """Nothing."""
+
+    assert _does_nothing(documented_pass)
+    assert _does_nothing(DynamicalNet.on_batch_end)
+    assert _does_nothing(DynamicalNet.on_batch_begin)  # run_single_epoch does its work
+    assert not _does_nothing(DynamicalNet.on_epoch_begin)
+    assert not _does_nothing(lambda self, net, **kwargs: print("x"))
+
+    X, y = data
+    clf = DynamicalLossClassifier(
+        max_epochs=1, period=1, batch_size=32, compute_sharpness=False
+    ).fit(X, y)
+    net = clf.net_
+    seen = []
+    net.on_batch_end = lambda net, **kwargs: seen.append("batch_end")
+    net.__dict__.pop("_hook_cache", None)  # as initialize_callbacks does
+    net.partial_fit(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y))
+    assert seen == ["batch_end"] * 3
