@@ -16,7 +16,9 @@ gradient stops being a view of the buffers (``module.zero_grad()``, ``p.data = .
 an unpickled copy, ``load_state_dict``, ``state.clear()``), the next step or
 ``zero_grad`` rebuilds the buffers from the current values.
 
-One behavioural difference: ``zero_grad`` always zeroes the gradients in place (as
+Parameters with ``requires_grad=False`` are left out of the buffers and alone, as
+torch's optimizers leave them (they never get a gradient). One behavioural difference:
+``zero_grad`` always zeroes the gradients in place (as
 torch's ``zero_grad(set_to_none=False)``), so a parameter that took no part in a
 forward pass has a zero gradient rather than none, and Adam's moments still move it.
 """
@@ -36,6 +38,7 @@ class _FlatOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, defaults):
         self._links = None
+        self._frozen = []
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError(
@@ -68,7 +71,11 @@ class _FlatOptimizer(torch.optim.Optimizer):
         them); only the others are copied in and repointed.
         """
         self._sync_state()  # the step count survives a relink, not a cleared state
-        params = self.param_groups[0]["params"]
+        group = self.param_groups[0]["params"]
+        # Frozen parameters get no gradient, so torch's optimizers leave them alone;
+        # so do these, by leaving them out of the buffers.
+        params = [p for p in group if p.requires_grad]
+        self._frozen = [p for p in group if not p.requires_grad]
         kinds = {(p.dtype, p.device) for p in params}
         if len(kinds) > 1:
             raise ValueError(
@@ -102,7 +109,9 @@ class _FlatOptimizer(torch.optim.Optimizer):
             elif any(t is not None for t in tensors):
                 raise ValueError(
                     f"{type(self).__name__}'s state has {name!r} for some parameters "
-                    "only."
+                    "only (was a frozen parameter unfrozen during training?); it "
+                    "keeps one state for all of them. Pass a torch.optim optimizer "
+                    "class to train parameters that join later."
                 )
         links, start = [], 0
         with torch.no_grad():
@@ -139,7 +148,10 @@ class _FlatOptimizer(torch.optim.Optimizer):
             # Unpickled, loaded, or state.clear()'d (the divergence guard does).
             return False
         for p, ptr, g in links:
-            if p.grad is not g or p.data_ptr() != ptr:
+            if p.grad is not g or p.data_ptr() != ptr or not p.requires_grad:
+                return False
+        for p in self._frozen:
+            if p.requires_grad:
                 return False
         return True
 

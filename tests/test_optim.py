@@ -157,6 +157,35 @@ def test_copies_keep_training_identically(how):
     )
 
 
+@pytest.mark.parametrize("flat_cls, torch_cls, kwargs", SETTINGS)
+def test_frozen_parameters_are_left_alone(flat_cls, torch_cls, kwargs):
+    # A frozen first layer (transfer learning): torch never gives it a gradient, so
+    # weight decay and momentum must not move it either.
+    kwargs = {**kwargs, "weight_decay": 0.1}
+    results = []
+    for make in (flat_cls, lambda p, **k: torch_cls(p, foreach=False, **k)):
+        model, X, y = problem()
+        model[0].requires_grad_(False)
+        frozen = model[0].weight.detach().clone()
+        opt = make(model.parameters(), **kwargs)
+        train(model, opt, X, y, 5)
+        assert torch.equal(model[0].weight, frozen)
+        results.append(flat_params(model))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+    # Unfreezing it mid-training would need a state of its own: a clear error.
+    model, X, y = problem()
+    model[0].requires_grad_(False)
+    opt = train(model, flat_cls(model.parameters(), **kwargs), X, y, 2)
+    model[0].requires_grad_(True)
+    if flat_cls is FlatAdam or kwargs.get("momentum"):
+        with pytest.raises(ValueError, match="unfrozen"):
+            train(model, opt, X, y, 1)
+    else:  # plain SGD keeps no state: the layer simply trains from now on
+        before = model[0].weight.detach().clone()
+        train(model, opt, X, y, 1)
+        assert not torch.equal(model[0].weight, before)
+
+
 def test_closure_and_hooks():
     model, X, y = problem()
     opt = FlatSGD(model.parameters(), lr=0.1)
