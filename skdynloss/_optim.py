@@ -39,6 +39,7 @@ class _FlatOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults):
         self._links = None
         self._frozen = []
+        self._numbers = {}
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError(
@@ -166,6 +167,24 @@ class _FlatOptimizer(torch.optim.Optimizer):
         self._n_state = len(self.state)
         return buf
 
+    def _number(self, key, value):
+        """``value`` as a 0-dim CPU tensor of the buffers' dtype, refilled when it
+        changes.
+
+        A Python number given to a tensor operation as its tensor operand is wrapped
+        into a new tensor and converted at every call (two allocations and a copy,
+        several microseconds in a step of a few dozen); a CPU scalar tensor is used by
+        value, as the wrapped number is, so the result is the same to the bit.
+        """
+        entry = self._numbers.get(key)
+        dtype = self._flat.dtype
+        if entry is None or entry[1].dtype != dtype:
+            entry = self._numbers[key] = [value, torch.tensor(value, dtype=dtype)]
+        elif entry[0] != value:
+            entry[0] = value
+            entry[1].fill_(value)
+        return entry[1]
+
     def _sync_state(self):
         """Write the step count into the state, where torch's optimizers keep it."""
         if (
@@ -231,6 +250,7 @@ class _FlatOptimizer(torch.optim.Optimizer):
         # The buffers are not pickled; the next step rebuilds them from the
         # parameters and the state, which were.
         self._links = self._flat = self._grad = None
+        self._numbers = {}
 
 
 class FlatSGD(_FlatOptimizer):
@@ -274,7 +294,8 @@ class FlatSGD(_FlatOptimizer):
                 # torch's first step: the buffer starts as the gradient itself.
                 buf = self._new_buffer("momentum_buffer", grad.clone())
             else:
-                buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
+                buf.mul_(self._number("momentum", momentum))
+                buf.add_(grad, alpha=1 - group["dampening"])
             grad = buf
         flat.add_(grad, alpha=-lr)
 
@@ -324,11 +345,13 @@ class FlatAdam(_FlatOptimizer):
         exp_avg, exp_avg_sq = buffers["exp_avg"], buffers["exp_avg_sq"]
         # torch.optim.adam._single_tensor_adam, operation for operation.
         exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        exp_avg_sq.mul_(self._number("beta2", beta2))
+        exp_avg_sq.addcmul_(grad, grad, value=1 - beta2)
         step_size = lr / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         # (Division in place on the new sqrt tensor: the same kernel, one tensor less.)
-        denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(eps)
+        denom = exp_avg_sq.sqrt().div_(self._number("bc2", bias_correction2_sqrt))
+        denom.add_(self._number("eps", eps))
         flat.addcdiv_(exp_avg, denom, value=-step_size)
 
 
