@@ -19,6 +19,7 @@ calls per step.
 """
 
 import dis
+import functools
 import math
 
 import torch
@@ -32,8 +33,14 @@ def _empty():
 
 def _does_nothing(fn):
     """Whether ``fn``'s bytecode is that of an empty function (``pass``, a docstring)."""
-    code = [(i.opname, i.argval) for i in dis.get_instructions(fn)]
-    return code == [(i.opname, i.argval) for i in dis.get_instructions(_empty)]
+    return _empty_code(getattr(fn, "__func__", fn).__code__)
+
+
+@functools.cache
+def _empty_code(code):
+    # Cached: every fit builds new hook lists, and disassembling is not free.
+    listing = [(i.opname, i.argval) for i in dis.get_instructions(code)]
+    return listing == [(i.opname, i.argval) for i in dis.get_instructions(_empty)]
 
 
 class FastHistory(History):
