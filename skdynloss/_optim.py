@@ -31,7 +31,8 @@ class _FlatOptimizer(torch.optim.Optimizer):
     """One parameter group whose parameters, gradients and state are flat-buffer views.
 
     Subclasses name their per-parameter state buffers in ``_buffers`` (torch's names)
-    and implement ``_update(group, params, grads, buffers)`` on flat tensors.
+    and implement ``_update(group)``, which updates ``self._flat`` from ``self._grad``
+    and ``self._flat_buffers`` (created with ``_new_buffer``) with whole-buffer ops.
     """
 
     _buffers = ()
