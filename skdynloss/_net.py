@@ -320,9 +320,8 @@ class DynamicalNet(NeuralNetClassifier):
         batch_rows = row["batches"]
         size_key = prefix + "_batch_size"
         for batch in iterator:
-            batch_rows.append(
-                {}
-            )  # what skorch's on_batch_begin does (history.new_batch)
+            # What skorch's on_batch_begin does (history.new_batch).
+            batch_rows.append({})
             self.notify("on_batch_begin", batch=batch, training=training)
             step = step_fn(batch, **fit_params)
             losses.append(step["loss"])

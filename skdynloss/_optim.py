@@ -115,15 +115,14 @@ class _FlatOptimizer(torch.optim.Optimizer):
                     "keeps one state for all of them. Pass a torch.optim optimizer "
                     "class to train parameters that join later."
                 )
-        links, start = [], 0
+        links = []
         with torch.no_grad():
-            for i, p in enumerate(params):
-                stop = start + p.numel()
-                view = flat[start:stop].view_as(p)
+            for i, (p, part) in enumerate(_segments(params)):
+                view = flat[part].view_as(p)
                 if p.data_ptr() != view.data_ptr():
                     view.copy_(p)
                     p.data = view
-                g = grad[start:stop].view_as(p)
+                g = grad[part].view_as(p)
                 if p.grad is not None and p.grad.data_ptr() == g.data_ptr():
                     g = p.grad
                 elif p.grad is not None:
@@ -133,11 +132,10 @@ class _FlatOptimizer(torch.optim.Optimizer):
                 p.grad = g
                 for name, tensors in zip(self._buffers, stored, strict=True):
                     if name in buffers:
-                        b = buffers[name][start:stop].view_as(p)
+                        b = buffers[name][part].view_as(p)
                         b.copy_(tensors[i])
                         state[p][name] = b
                 links.append((p, p.data_ptr(), g))
-                start = stop
         self._flat, self._grad, self._flat_buffers = flat, grad, buffers
         self._count = int(steps.pop()) if steps else 0
         self._links = links
@@ -160,11 +158,8 @@ class _FlatOptimizer(torch.optim.Optimizer):
     def _new_buffer(self, name, init):
         """Create the flat state buffer ``name`` from ``init`` and link its views."""
         buf = self._flat_buffers[name] = init
-        start = 0
-        for p, _, _ in self._links:
-            stop = start + p.numel()
-            self.state[p][name] = buf[start:stop].view_as(p)
-            start = stop
+        for p, part in _segments([p for p, _, _ in self._links]):
+            self.state[p][name] = buf[part].view_as(p)
         self._n_state = len(self.state)
         return buf
 
@@ -354,6 +349,15 @@ class FlatAdam(_FlatOptimizer):
         denom = exp_avg_sq.sqrt().div_(self._number("bc2", bias_correction2_sqrt))
         denom.add_(self._number("eps", eps))
         flat.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def _segments(params):
+    """Each parameter with its slice of the flat buffers (back to back, in order)."""
+    start = 0
+    for p in params:
+        stop = start + p.numel()
+        yield p, slice(start, stop)
+        start = stop
 
 
 def _reusable(buffer, n, dtype, device):
