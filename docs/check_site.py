@@ -318,7 +318,8 @@ _PROBE = r"""(async () => {
     .filter((p) => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1)
     .map((p) => {
       const longest = p.textContent.split("\n").reduce((a, b) => (b.length > a.length ? b : a), "");
-      return {column_px: p.clientWidth, needed_px: p.scrollWidth,
+      return {kind: p.closest(".sphx-glr-script-out") ? "printed output" : "code",
+              column_px: p.clientWidth, needed_px: p.scrollWidth,
               longest_line: longest.length, line: longest.slice(0, 100)};
     });
   const columns = [...d.querySelectorAll("article pre")].map((p) => p.clientWidth);
@@ -558,8 +559,8 @@ def page_problems(result):
         out.append("the page itself scrolls sideways")
     for o in result.get("overflow") or []:
         out.append(
-            f"code scrolls sideways: needs {o['needed_px']} px in a {o['column_px']} px "
-            f"column ({o['longest_line']} characters: {o['line']!r})"
+            f"{o.get('kind', 'code')} scrolls sideways: needs {o['needed_px']} px in a "
+            f"{o['column_px']} px column ({o['longest_line']} characters: {o['line']!r})"
         )
     return out
 

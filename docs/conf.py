@@ -135,7 +135,9 @@ html_theme_options = {
 }
 # Pages without sub-pages get no left-hand column: it would hold nothing but its
 # title, and the text gets its width (the top bar links every section).
-html_sidebars = {page: [] for page in ("index", "install", "user_guide", "benchmarks", "changelog")}
+html_sidebars = {
+    page: [] for page in ("index", "install", "user_guide", "benchmarks", "changelog")
+}
 html_context = {"default_mode": "light"}
 
 
