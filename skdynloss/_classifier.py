@@ -859,8 +859,6 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             sample_weight = _check_sample_weight(
                 sample_weight, X, dtype=np.float64, ensure_non_negative=True
             )
-            if not sample_weight.any():
-                raise ValueError("sample_weight must not be all zeros.")
             if np.all(sample_weight == sample_weight[0]):
                 # Equal weights are no weights: every batch's loss is the same mean.
                 sample_weight = None
@@ -1193,9 +1191,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             warnings.warn(
                 f"period={self.period} >= max_epochs={epochs} with "
                 "static_last_period=True: the whole fit trains with the plain "
-                f"{self.loss if isinstance(self.loss, str) else 'base'} loss "
-                + ("(plain cross-entropy). " if self.loss == "cross_entropy" else ". ")
-                + "Use more epochs, a shorter period, or static_last_period=False.",
+                + ("cross-entropy" if self.loss == "cross_entropy" else "base loss")
+                + ". Use more epochs, a shorter period, or static_last_period=False.",
                 UserWarning,
                 stacklevel=4,
             )
