@@ -36,7 +36,10 @@ import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The skdynloss of the checkout this script lives in (not whichever one is installed):
+# the sweep's numbers belong to the commit the header prints.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 
 import _common as C  # noqa: E402
 import numpy as np  # noqa: E402
