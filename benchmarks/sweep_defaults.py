@@ -363,7 +363,7 @@ def main(argv=None):
             f"{time.perf_counter() - t0:.0f} s",
             flush=True,
         )
-    print(f"sweep took {time.perf_counter() - start:.0f} s wall\n")
+    print(f"sweep took {time.perf_counter() - start:.0f} s wall; {C.load_note()}\n")
 
     named = [n for n in NAMED if n in names]
     acc_cols = ["candidate"] + names
