@@ -74,6 +74,7 @@ def test_numbers_pass_through_and_auto_batch_is_sklearns(sweep):
     assert sweep.resolve({}, 100, 3) == {"period": 10.0, "batch_size": 64}
 
 
+@pytest.mark.slow  # a subprocess of about 10 s: 40 small fits
 def test_quick_run_prints_the_tables_with_sensible_accuracies():
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick"],
