@@ -148,6 +148,12 @@ def _available_memory(device):
         return None
 
 
+class _HardInterrupt(BaseException):
+    """A second Ctrl-C: stop now. Not a KeyboardInterrupt, which skorch's fit loop
+    swallows as its signal to end training; the classifier rolls the call back and
+    raises KeyboardInterrupt to the caller."""
+
+
 @contextlib.contextmanager
 def _stop_on_interrupt(clock):
     """Ctrl-C ends training at the end of the current step (a second one at once).
@@ -161,7 +167,7 @@ def _stop_on_interrupt(clock):
 
     def handler(signum, frame):
         if clock.stop_requested:
-            raise KeyboardInterrupt
+            raise _HardInterrupt
         clock.stop_requested = True
 
     try:
@@ -705,11 +711,16 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             self._check_time(net, epochs)
             interrupted = self._train(net, data, epochs=epochs)
             state = self._fitted_state(net, data, classes_, continuing=continuing)
-        except BaseException:
+        except BaseException as exc:
             if snapshot is not None:
                 self._restore(snapshot)
             self.__dict__.clear()
             self.__dict__.update(before)
+            if isinstance(exc, _HardInterrupt):
+                raise KeyboardInterrupt(
+                    "Training interrupted twice: stopped at once; the estimator is as "
+                    "it was before the call."
+                ) from None
             raise
         if not continuing:
             # A new fit replaces every fitted attribute of the last one (validate_data
