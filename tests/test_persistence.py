@@ -187,6 +187,7 @@ CONTINUATIONS = {
         "early_stopping": True,
         "validation_fraction": 0.2,
     },
+    "cnn": {"module": "cnn", "image_shape": (1, 2, 2), "batch_size": 16},
     "adamw_sine_squared_error": {
         "batch_size": 25,
         "optimizer": torch.optim.AdamW,
