@@ -378,11 +378,30 @@ def _rebuild_classifier(state, tensors, prefix, device):
         setattr(criterion, key, value)
 
     optimizer = state["optimizer"]
-    groups = _decode(optimizer["param_groups"], "optimizer", tensors=tensors)
-    opt_state = {
-        int(pid): _decode(values, "optimizer state", tensors=tensors)
-        for pid, values in optimizer["state"].items()
-    }
+    groups = _decode(optimizer["param_groups"], "optimizer")
+    # The optimizer's state may refer to its own tensors only, and torch does not
+    # check their shapes: each is a scalar (the step) or has its parameter's shape.
+    own = f"{prefix}optimizer."
+    own = {k: v for k, v in tensors.items() if k.startswith(own)}
+    parameters = [p for group in net.optimizer_.param_groups for p in group["params"]]
+    opt_state = {}
+    for pid, values in optimizer["state"].items():
+        values = _decode(values, "optimizer state", tensors=own)
+        index = int(pid)
+        if not 0 <= index < len(parameters) or not isinstance(values, dict):
+            raise ValueError(f"The optimizer's state names no parameter {pid!r}.")
+        for key, value in values.items():
+            if (
+                isinstance(value, torch.Tensor)
+                and value.ndim
+                and (value.shape != parameters[index].shape)
+            ):
+                raise ValueError(
+                    f"The optimizer's {key} of parameter {index} has shape "
+                    f"{tuple(value.shape)}, not the parameter's "
+                    f"{tuple(parameters[index].shape)}."
+                )
+        opt_state[index] = values
     try:
         net.optimizer_.load_state_dict({"state": opt_state, "param_groups": groups})
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:

@@ -54,12 +54,14 @@ def round_trip(estimator, tmp_path, **kwargs):
     return load(path, **kwargs)
 
 
-def forge(path, edit):
+def forge(path, edit, edit_tensors=None):
     """Rewrite a saved file with ``edit(meta dict)`` applied and a valid checksum: what
     someone who means to could do, so load must check the contents, not just the sum."""
     payload = torch.load(path, weights_only=True)
     meta = json.loads(payload["meta"])
     edit(meta)
+    if edit_tensors is not None:
+        edit_tensors(payload["tensors"])
     payload["meta"] = json.dumps(meta, sort_keys=True, separators=(",", ":"))
     payload["sha256"] = _persistence.checksum(payload["meta"], payload["tensors"])
     torch.save(payload, path)
@@ -108,6 +110,16 @@ def test_loaded_model_predicts_identically(fitted, saved, blobs):
             loaded.module_.parameters(), fitted.module_.parameters(), strict=True
         )
     )
+
+
+def test_a_loaded_model_is_an_ordinary_estimator(saved, fitted, blobs):
+    from sklearn.base import clone
+
+    X, _ = blobs
+    loaded = load(saved)
+    again = pickle.loads(pickle.dumps(loaded))
+    np.testing.assert_array_equal(again.predict_proba(X), fitted.predict_proba(X))
+    assert clone(loaded).get_params() == fitted.get_params()
 
 
 @pytest.mark.parametrize(
@@ -472,6 +484,24 @@ def test_a_forged_checksum_does_not_get_past_the_contents_checks(saved):
 
     forge(saved, wider)
     with pytest.raises(ValueError, match=r"0.weight is torch.float32 \(8, 4\)"):
+        load(saved)
+
+
+def test_forged_optimizer_state_is_refused(saved):
+    def aliased(meta):
+        state = meta["classifier"]["optimizer"]["state"]
+        state["0"]["exp_avg"] = {"__tensor__": "module.0.weight"}
+
+    def misshapen(tensors):
+        tensors["optimizer.1.exp_avg"] = torch.zeros(3)
+
+    original = saved.read_bytes()
+    forge(saved, aliased)
+    with pytest.raises(ValueError, match="not valid stored data"):
+        load(saved)
+    saved.write_bytes(original)
+    forge(saved, lambda meta: None, misshapen)
+    with pytest.raises(ValueError, match=r"exp_avg of parameter 1 has shape \(3,\)"):
         load(saved)
 
 
