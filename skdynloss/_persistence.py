@@ -617,6 +617,20 @@ def save(estimator, path):
     See Also
     --------
     load : read the file back.
+
+    Examples
+    --------
+    >>> import io
+    >>> from sklearn.datasets import load_iris
+    >>> from skdynloss import DynamicalLossClassifier, load, save
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = DynamicalLossClassifier(max_epochs=5, period=1, random_state=0).fit(X, y)
+    >>> file = io.BytesIO()  # or a path: save(clf, "model.skdl")
+    >>> save(clf, file)
+    >>> _ = file.seek(0)
+    >>> loaded = load(file)
+    >>> bool((loaded.predict_proba(X) == clf.predict_proba(X)).all())
+    True
     """
     tensors = {}
     if isinstance(estimator, Pipeline):
