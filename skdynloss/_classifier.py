@@ -246,6 +246,8 @@ class _Record:
     def truncate(self, n):
         for values in self.rows.values():
             del values[n:]
+        # One validation score per epoch (early stopping validates every epoch).
+        del self.validation[n:]
         keep = sum(1 for e in self.sharpness["epoch"] if e <= n)
         for values in self.sharpness.values():
             del values[keep:]
