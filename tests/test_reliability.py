@@ -580,10 +580,40 @@ def test_sample_weights_beyond_float32_are_a_clear_error(data):
     X, y = data
     w = np.ones(len(y))
     w[0] = 1e39
-    clf = make(dtype="float32")
-    with pytest.raises(ValueError, match="(?i)sample_weight"):
-        clf.fit(X, y, sample_weight=w)
-    assert not hasattr(clf, "net_")
+    for params in ({}, {"compute_sharpness": True}, {"sharpness_every": 1}):
+        clf = make(dtype="float32", **params)
+        with pytest.raises(ValueError, match="(?i)sample_weight"):
+            clf.fit(X, y, sample_weight=w)
+        assert not hasattr(clf, "net_")
+        with pytest.raises(ValueError, match="(?i)sample_weight"):
+            clf.partial_fit(X, y, classes=np.unique(y), sample_weight=w)
+
+
+@pytest.mark.parametrize("scale", [1e-42, 1e-300])
+@pytest.mark.parametrize("compute_sharpness", [False, True])
+def test_sample_weights_that_underflow_float32(data, scale, compute_sharpness):
+    # Positive in float64, zero or subnormal in float32: a clear error, or the fit of
+    # the same weights at a usable scale (the loss divides by the batch's weight).
+    X, y = data
+    w = np.random.default_rng(0).uniform(0.5, 2.0, size=len(y))
+    params = {"dtype": "float32", "compute_sharpness": compute_sharpness}
+    clf = make(**params)
+    try:
+        clf.fit(X, y, sample_weight=w * scale)
+    except ValueError as exc:
+        assert "sample_weight" in str(exc)
+        assert not hasattr(clf, "net_")
+        return
+    assert not clf.diverged_
+    assert clf.n_iter_ == BASE["max_epochs"]
+    assert np.isfinite(clf.loss_curve_).all()
+    assert np.isfinite(clf.predict_proba(X)).all()
+    if compute_sharpness:
+        assert np.isfinite(clf.sharpness_)
+    reference = make(**params).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(
+        clf.predict_proba(X), reference.predict_proba(X), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_float32_input_for_a_float64_network_is_not_rounded(data):
@@ -825,11 +855,21 @@ def test_extreme_hyperparameters_give_an_early_error_or_a_working_model(data, pa
         assert not clf.diverged_
 
 
+@pytest.mark.parametrize("early_stopping", [False, True])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("batch_size", [-1, 8])
-def test_a_huge_learning_rate_diverges_with_finite_predictions(data, optimizer, batch_size):
+def test_a_huge_learning_rate_diverges_with_finite_predictions(
+    data, optimizer, batch_size, early_stopping
+):
     X, y = data
-    clf = make(lr=1e300, optimizer=optimizer, batch_size=batch_size, max_epochs=5)
+    clf = make(
+        lr=1e300,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        max_epochs=5,
+        early_stopping=early_stopping,
+        validation_fraction=0.25,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         clf.fit(X, y)
