@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import NotFittedError
@@ -89,7 +88,9 @@ def problems(draw, *, max_rows=24, max_features=4, max_epochs=3, extreme=False):
                 log_uniform(1.0, 1e308 if extreme else 1e6),
             )
         ),
-        "period": draw(log_uniform(1e-300 if extreme else 1e-3, 1e300 if extreme else 1e3)),
+        "period": draw(
+            log_uniform(1e-300 if extreme else 1e-3, 1e300 if extreme else 1e3)
+        ),
         "shape": draw(st.sampled_from(["triangle", "sine"])),
         "order": draw(st.sampled_from(["cyclic", "random"])),
         "static_last_period": draw(st.booleans()),
@@ -221,4 +222,3 @@ def test_partial_fit_and_warm_start_work_or_fail_clearly(problem, calls, warm):
         assert np.isfinite(proba).all()
         np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-9)
         assert len(clf.loss_curve_) == clf.n_iter_ >= before[1]
-

@@ -100,7 +100,11 @@ def live(clf, name):
 
 def state_of(clf, X):
     """What a failed call must leave exactly as it was."""
-    state = {"keys": sorted(vars(clf)), "params": clf.get_params(deep=False)}
+    state = {
+        "keys": sorted(vars(clf)),
+        "vars": dict(vars(clf)),
+        "params": clf.get_params(deep=False),
+    }
     if not hasattr(clf, "net_"):
         return state
     net = clf.net_
@@ -124,6 +128,10 @@ def state_of(clf, X):
 def assert_same_state(after, before):
     assert after["keys"] == before["keys"]
     assert set(after) == set(before), "fitted in one state and not in the other"
+    # The very objects of before (nothing replaced by a copy or a new one).
+    for key, value in before["vars"].items():
+        if key not in before["params"]:
+            assert after["vars"][key] is value, key
     if "net" not in before:
         return
     assert after["net"] is before["net"]
@@ -177,7 +185,9 @@ def assert_consistent(clf, X):
         (8, 5, 1, 1.0),  # at the very end of an epoch
     ],
 )
-def test_ctrl_c_ends_training_at_the_end_of_the_step(data, batch_size, at, n_iter, time):
+def test_ctrl_c_ends_training_at_the_end_of_the_step(
+    data, batch_size, at, n_iter, time
+):
     X, y = data
     handler = signal.getsignal(signal.SIGINT)
     clf = make(batch_size=batch_size, max_epochs=6, callbacks=[("ctrl_c", CtrlC(at))])
@@ -219,7 +229,10 @@ def test_ctrl_c_leaves_the_sharpness_of_the_final_network(data):
     def loss_flat(f):
         parts = torch.split(f, sizes)
         return loss(
-            {k: t.reshape(v.shape) for (k, v), t in zip(params.items(), parts, strict=True)}
+            {
+                k: t.reshape(v.shape)
+                for (k, v), t in zip(params.items(), parts, strict=True)
+            }
         )
 
     top = torch.linalg.eigvalsh(torch.func.hessian(loss_flat)(flat)).max().item()
@@ -513,6 +526,7 @@ NUMPY_SCALARS = [
 @pytest.mark.parametrize("params", NUMPY_SCALARS, ids=lambda p: ",".join(p))
 def test_numpy_scalars_work_as_python_scalars(data, params):
     X, y = data
+
     def plain(value):
         if isinstance(value, np.ndarray):
             return tuple(value.tolist())
@@ -523,7 +537,9 @@ def test_numpy_scalars_work_as_python_scalars(data, params):
     python = {k: plain(v) for k, v in params.items()}
     numpy_fit = make(**params).fit(X, y)
     python_fit = make(**python).fit(X, y)
-    np.testing.assert_array_equal(numpy_fit.predict_proba(X), python_fit.predict_proba(X))
+    np.testing.assert_array_equal(
+        numpy_fit.predict_proba(X), python_fit.predict_proba(X)
+    )
     assert numpy_fit.n_iter_ == python_fit.n_iter_
     # A warm start with the same numpy values is no change of what was built.
     numpy_fit.set_params(warm_start=True).fit(X, y)
@@ -630,9 +646,29 @@ def test_float32_input_for_a_float64_network_is_not_rounded(data):
 
 @pytest.mark.parametrize(
     "sizes",
-    [0.5, 10.5, (10.5,), -1, 0, (8, 0), (8, -3), ((8,),), [[8, 4]], "8", "abc", ("8",),
-     True, (True,), (8, False), (np.bool_(True),), None, (8, None), np.array([[8]]),
-     float("nan"), (float("inf"),)],
+    [
+        0.5,
+        10.5,
+        (10.5,),
+        -1,
+        0,
+        (8, 0),
+        (8, -3),
+        ((8,),),
+        [[8, 4]],
+        "8",
+        "abc",
+        ("8",),
+        True,
+        (True,),
+        (8, False),
+        (np.bool_(True),),
+        None,
+        (8, None),
+        np.array([[8]]),
+        float("nan"),
+        (float("inf"),),
+    ],
     ids=repr,
 )
 def test_bad_hidden_layer_sizes_are_an_invalid_parameter_error(data, sizes):
@@ -776,7 +812,9 @@ class _EditsInput(torch.nn.Module):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("batch_size", [-1, 8])
-def test_a_module_that_edits_its_input_leaves_the_callers_array(data, dtype, batch_size):
+def test_a_module_that_edits_its_input_leaves_the_callers_array(
+    data, dtype, batch_size
+):
     X, y = data
     X = np.ascontiguousarray(X, dtype=dtype)
     original = X.copy()
@@ -882,11 +920,39 @@ def test_a_huge_learning_rate_diverges_with_finite_predictions(
 
 
 @pytest.mark.parametrize(
+    "sharpness", [{"compute_sharpness": True}, {"sharpness_every": 1}]
+)
+def test_curvature_beyond_float32_is_not_an_arpack_error(data, sharpness):
+    # Squared error on inputs of 1e30: Hessian entries of 1e60 overflow float32. The fit
+    # works (the sharpness may be infinite or NaN), or it is a clear ValueError.
+    X, y = data
+    clf = make(loss="squared_error", dtype="float32", **sharpness)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(X * 1e30, y)
+    except ValueError as exc:
+        assert "sharpness" in str(exc) or "float32" in str(exc)
+        assert not hasattr(clf, "net_")
+        return
+    assert np.isfinite(clf.predict_proba(X * 1e30)).all()
+    assert isinstance(clf.sharpness_, float)
+
+
+@pytest.mark.parametrize(
     "name, value",
-    [("period", math.inf), ("period", math.nan), ("amplitude", math.inf),
-     ("amplitude", math.nan), ("lr", math.inf), ("lr", math.nan),
-     ("weight_decay", math.inf), ("momentum", math.nan), ("tol", math.nan),
-     ("validation_fraction", math.nan)],
+    [
+        ("period", math.inf),
+        ("period", math.nan),
+        ("amplitude", math.inf),
+        ("amplitude", math.nan),
+        ("lr", math.inf),
+        ("lr", math.nan),
+        ("weight_decay", math.inf),
+        ("momentum", math.nan),
+        ("tol", math.nan),
+        ("validation_fraction", math.nan),
+    ],
 )
 def test_non_finite_hyperparameters_are_invalid(data, name, value):
     X, y = data
@@ -946,8 +1012,11 @@ def test_partial_fit_with_a_label_outside_classes(data):
 
 @pytest.mark.parametrize(
     "callback",
-    [EarlyStopping(), EarlyStopping(monitor="valid_acc", lower_is_better=False),
-     Checkpoint()],
+    [
+        EarlyStopping(),
+        EarlyStopping(monitor="valid_acc", lower_is_better=False),
+        Checkpoint(),
+    ],
     ids=["EarlyStopping", "EarlyStopping(valid_acc)", "Checkpoint"],
 )
 def test_callbacks_that_need_a_validation_split(data, tmp_path, callback):
