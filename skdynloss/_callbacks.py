@@ -14,11 +14,12 @@ import time
 import warnings
 from collections.abc import Mapping
 
+import numpy as np
 import torch
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, EarlyStopping
 
 from ._losses import dynamical_loss, per_sample_losses
-from ._net import steps_per_epoch
+from ._net import StopTraining, steps_per_epoch
 
 
 def _rows(X):
@@ -39,6 +40,44 @@ def weighted_mean_loss(base, sample_weight=None):
         return (sample_weight * losses).sum() / sample_weight.sum()
 
     return loss
+
+
+def top_hessian_eigenvalue(module, loss_fn, X, y, *, random_state):
+    """The top Hessian eigenvalue of ``loss_fn`` (Lanczos), or NaN where it cannot be
+    computed, with how it went: ``(value, info)``.
+
+    A curvature beyond the range of the training dtype (inputs near its limits, or a
+    diverging network) makes the Hessian-vector products non-finite and ARPACK fail;
+    that is a property of the network, not a failure of the fit, so it is reported
+    (NaN, and the error in ``info``) rather than raised.
+    """
+    from ._sharpness import hessian_eigenvalues
+
+    try:
+        result = hessian_eigenvalues(
+            module,
+            loss_fn,
+            X,
+            y,
+            k=1,
+            tol=SharpnessTracker.tol,
+            random_state=random_state,
+        )
+        if not np.isfinite(result.eigenvalues).all():
+            raise ValueError("the Hessian-vector products are not finite")
+    except (ArithmeticError, ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+        # (ARPACK's errors derive from RuntimeError.)
+        return math.nan, {
+            "n_samples": len(X),
+            "converged": False,
+            "error": f"{type(exc).__name__}: {exc}",
+        }
+    return float(result.eigenvalues[0]), {
+        "n_samples": len(X),
+        "n_matvec": int(result.n_matvec),
+        "residual": float(result.residuals[0]),
+        "converged": bool(result.converged),
+    }
 
 
 class LossClock(Callback):
@@ -113,6 +152,9 @@ class LossClock(Callback):
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if not training:
             return
+        if self.stop_requested:
+            # Ctrl-C arrived after the last step's end: no new step.
+            raise StopTraining
         t = self._step / self.steps_per_epoch_
         # A small tolerance: times are fractions of steps_per_epoch.
         self._gamma = net.criterion_.set_time(t, static=t >= self.static_from_ - 1e-9)
@@ -165,7 +207,7 @@ class LossClock(Callback):
         if self.stop_requested:
             # skorch ends training quietly on KeyboardInterrupt (its EarlyStopping
             # uses the same signal); on_train_end records the epoch as far as it ran.
-            raise KeyboardInterrupt
+            raise StopTraining
 
     def _write(self, net, row):
         """Record the epoch's steps so far in its history row."""
@@ -349,8 +391,6 @@ class SharpnessTracker(Callback):
         epoch = len(net.history)
         if self._data is None or epoch % self.every:
             return
-        from ._sharpness import hessian_eigenvalues
-
         X, y, weight = self._data
         criterion = net.criterion_
         clock = dict(net.callbacks_)["loss_clock"]
@@ -368,16 +408,9 @@ class SharpnessTracker(Callback):
             ("dynamical", dynamical),
             ("base", weighted_mean_loss(criterion.base, weight)),
         ):
-            result = hessian_eigenvalues(
-                net.module_,
-                loss_fn,
-                X,
-                y,
-                k=1,
-                tol=self.tol,
-                random_state=self.random_state,
+            values[name], _ = top_hessian_eigenvalue(
+                net.module_, loss_fn, X, y, random_state=self.random_state
             )
-            values[name] = float(result.eigenvalues[0])
         row = net.history[-1]
         row["sharpness_dynamical"] = values["dynamical"]
         row["sharpness_base"] = values["base"]
@@ -486,6 +519,15 @@ class ProgressBar(Callback):
         state.pop("_file", None)
         state["file"] = None if self.file in (sys.stderr, sys.stdout) else self.file
         return state
+
+
+class ValidationEarlyStopping(EarlyStopping):
+    """skorch's EarlyStopping, for a history that the divergence guard may have cut
+    back to nothing (skorch's reads the last row's epoch at the end of training)."""
+
+    def on_train_end(self, net, **kwargs):
+        if len(net.history):
+            super().on_train_end(net, **kwargs)
 
 
 #: The names the classifier gives its own callbacks and skorch's defaults it keeps.

@@ -27,7 +27,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
-from skorch.callbacks import Callback, EarlyStopping
+from skorch.callbacks import Callback
 from skorch.helper import predefined_split
 
 from ._callbacks import (
@@ -36,12 +36,13 @@ from ._callbacks import (
     LossClock,
     ProgressBar,
     SharpnessTracker,
+    ValidationEarlyStopping,
+    top_hessian_eigenvalue,
     weighted_mean_loss,
 )
 from ._losses import DynamicalLoss
 from ._modules import CNN, MLP, n_image_features
-from ._net import DynamicalNet, TensorData
-from ._sharpness import hessian_eigenvalues
+from ._net import DynamicalNet, InterruptedStep, TensorData
 
 # Module construction draws from torch's global RNG; a lock plus fork_rng makes the
 # seeded initialisation of concurrent fits in threads (joblib's threading backend)
@@ -682,6 +683,19 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _fit(self, X, y, sample_weight, *, continuing, epochs, classes=None):
+        # Build and train with autograd whatever the caller's context (no_grad,
+        # inference_mode): tensors made under inference mode cannot be trained.
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._fit_call(
+                X,
+                y,
+                sample_weight,
+                continuing=continuing,
+                epochs=epochs,
+                classes=classes,
+            )
+
+    def _fit_call(self, X, y, sample_weight, *, continuing, epochs, classes):
         # validate -> encode labels -> build -> train -> record, on a copy of the
         # fitted state: the estimator changes only when the whole call succeeded.
         before = dict(self.__dict__)
@@ -723,6 +737,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
                     "Training interrupted twice: stopped at once; the estimator is as "
                     "it was before the call."
                 ) from None
+            if isinstance(exc, InterruptedStep):
+                raise exc.original from None
             raise
         if not continuing:
             # A new fit replaces every fitted attribute of the last one (validate_data
@@ -893,6 +909,11 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             if np.all(sample_weight == sample_weight[0]):
                 # Equal weights are no weights: every batch's loss is the same mean.
                 sample_weight = None
+            else:
+                # The loss divides by the batch's total weight, so only ratios count:
+                # scaled to at most 1, weights fit any training dtype (1e39 does not
+                # fit float32), and those below its range are, relatively, zero.
+                sample_weight = sample_weight / sample_weight.max()
         return X, y, sample_weight
 
     @staticmethod
@@ -1128,7 +1149,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             callbacks.append(
                 (
                     "early_stopping",
-                    EarlyStopping(
+                    ValidationEarlyStopping(
                         monitor="valid_acc",
                         lower_is_better=False,
                         patience=int(self.n_iter_no_change),
@@ -1309,24 +1330,22 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             idx = idx.to(X_t.device)
             X_t, y_t = X_t[idx], y_t[idx]
             w_t = None if w_t is None else w_t[idx]
-        result = hessian_eigenvalues(
+        value, info = top_hessian_eigenvalue(
             module,
             weighted_mean_loss(self.loss, w_t),
             X_t,
             y_t,
-            k=1,
-            tol=SharpnessTracker.tol,
             random_state=self._seeds[2],
         )
-        return {
-            "sharpness_": float(result.eigenvalues[0]),
-            "sharpness_info_": {
-                "n_samples": len(X_t),
-                "n_matvec": int(result.n_matvec),
-                "residual": float(result.residuals[0]),
-                "converged": bool(result.converged),
-            },
-        }
+        if "error" in info:
+            warnings.warn(
+                f"sharpness_ could not be computed ({info['error']}); the curvature of "
+                f"the loss is probably beyond the range of {self._network_dtype()}. "
+                "sharpness_ is NaN.",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+        return {"sharpness_": value, "sharpness_info_": info}
 
     # --------------------------------------------------------------- prediction
 

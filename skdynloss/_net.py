@@ -13,6 +13,8 @@ Four extension points are used, each for a reason measured on small data:
   callbacks' ``on_batch_end`` gets them beside ``loss`` and ``y_pred`` (the record of
   plain loss and accuracy costs no second loss evaluation);
 * ``infer``: a dict X of {"X", "sample_weight"} passes only X to the module;
+* ``run_single_epoch``: skorch's, wrapped so that a KeyboardInterrupt raised by code in
+  the middle of a step is a failure, not skorch's quiet end of training;
 * ``initialize_history``: a History whose integer indexing does not copy the whole
   per-epoch list (skorch's copies it, which makes ``history[-1]`` cost O(epochs), and a
   long or many-call fit quadratic).
@@ -27,6 +29,23 @@ from skorch.dataset import unpack_data
 from skorch.history import History
 
 from ._losses import per_sample_losses
+
+
+class StopTraining(KeyboardInterrupt):
+    """End training at the end of the current step (Ctrl-C, through the clock).
+
+    A KeyboardInterrupt, which skorch's fit loop takes as its signal to end training
+    quietly, as its EarlyStopping does at the end of an epoch."""
+
+
+class InterruptedStep(BaseException):
+    """A KeyboardInterrupt raised by code in the middle of a training step (in the
+    module, the loss, the schedule or a batch hook): the step is broken, so the call
+    fails instead of ending quietly. ``original`` is the KeyboardInterrupt."""
+
+    def __init__(self, original):
+        super().__init__(original)
+        self.original = original
 
 
 class FastHistory(History):
@@ -157,6 +176,17 @@ class DynamicalNet(NeuralNetClassifier):
                 )
             return TensorBatches(dataset, self.prediction_batch_size)
         return super().get_iterator(dataset, training=training)
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        # skorch ends training quietly on any KeyboardInterrupt; one raised inside a
+        # step (not a StopTraining at a step's end) leaves the step half done, so it
+        # must reach the classifier as a failure.
+        try:
+            super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+        except StopTraining:
+            raise
+        except KeyboardInterrupt as exc:
+            raise InterruptedStep(exc) from exc
 
     def infer(self, x, **fit_params):
         if isinstance(x, Mapping) and "sample_weight" in x:
