@@ -21,6 +21,7 @@ import math
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,16 +79,26 @@ _REPORT_EVERY = 100
 # ---------------------------------------------------------------------- progress
 
 
-def _progress_bar(enabled, total, desc, unit):
-    """A tqdm bar on stderr, or None; it disappears when closed (``leave=False``)."""
+@contextmanager
+def _progress(enabled, total, desc, unit):
+    """A tqdm bar on stderr while the block runs (None when not ``enabled``).
+
+    The bar disappears when the block ends (``leave=False``). It is redrawn every
+    second: tqdm redraws only on an update, and the first report of a fit can take
+    seconds (worker processes start and import torch; the first fit pays one-off
+    costs), during which the bar's clock would otherwise stand still.
+    """
     if not enabled:
-        return None
+        yield None
+        return
+    import threading
+
     from tqdm import tqdm
 
     # On a terminal the bar redraws in place; in a log file every redraw is a new
     # line, so redraw less often there.
     interactive = getattr(sys.stderr, "isatty", lambda: False)()
-    return tqdm(
+    bar = tqdm(
         total=total,
         desc=desc,
         unit=unit,
@@ -96,6 +107,20 @@ def _progress_bar(enabled, total, desc, unit):
         dynamic_ncols=True,
         mininterval=0.25 if interactive else 5.0,
     )
+    stop = threading.Event()
+
+    def tick():
+        while not stop.wait(1.0 if interactive else 5.0):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield bar
+    finally:
+        stop.set()
+        ticker.join()
+        bar.close()
 
 
 class EpochReporter(Callback):
@@ -412,10 +437,8 @@ def spiral_comparison(
     # no worker is left with a long fit at the end.
     tasks = [(cfg["amplitude"], seeds[0], keep_first), (1.0, seeds[0], keep_first)]
     tasks += [(a, s, False) for s in seeds[1:] for a in (1.0, cfg["amplitude"])]
-    bar = _progress_bar(
-        progress, len(tasks) * cfg["epochs"], f"spiral: {len(tasks)} fits", "step"
-    )
-    try:
+    total = len(tasks) * cfg["epochs"]
+    with _progress(progress, total, f"spiral: {len(tasks)} fits", "step") as bar:
         if n_jobs == 1:
             report = None if bar is None else bar.update
             fits = [
@@ -426,9 +449,6 @@ def spiral_comparison(
             ]
         else:
             fits = _spiral_parallel(tasks, cfg, n_jobs, bar)
-    finally:
-        if bar is not None:
-            bar.close()
     by_key = {(f.amplitude, f.seed): f for f in fits}
     return SpiralComparison(
         config=dict(cfg),
@@ -441,7 +461,6 @@ def _spiral_parallel(tasks, cfg, n_jobs, bar):
     """Run the fits in joblib workers; their epoch reports come back through a queue."""
     import threading
     from multiprocessing import Manager
-    from queue import Empty
 
     from joblib import Parallel, delayed
 
@@ -452,17 +471,8 @@ def _spiral_parallel(tasks, cfg, n_jobs, bar):
         queue = manager.Queue()
 
         def drain():
-            # Runs until the None sent below; updates the bar as reports arrive, and
-            # redraws it every second meanwhile, so that its clock runs while the
-            # workers start (a few seconds: each imports torch).
-            while True:
-                try:
-                    n = queue.get(timeout=1.0)
-                except Empty:
-                    bar.refresh()
-                    continue
-                if n is None:
-                    return
+            # Runs until the None sent below; updates the bar as reports arrive.
+            for n in iter(queue.get, None):
                 bar.update(n)
 
         listener = threading.Thread(target=drain, daemon=True)
@@ -685,9 +695,8 @@ def digits_comparison(*, config=None, seed=0, progress=False):
         ),
         ("sklearn LogisticRegression", LogisticRegression(max_iter=2000)),
     ]
-    bar = _progress_bar(progress, len(models), "digits: 4 models", "fit")
     results = []
-    try:
+    with _progress(progress, len(models), "digits: 4 models", "fit") as bar:
         # An untimed warm-up fit: the first fit in a process pays one-off costs (lazy
         # imports, first-call kernel setup) that would otherwise land on the first row.
         DynamicalLossClassifier(amplitude=1.0, max_epochs=1, random_state=seed).fit(
@@ -718,9 +727,6 @@ def digits_comparison(*, config=None, seed=0, progress=False):
             )
             if bar is not None:
                 bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
     return DigitsComparison(
         config=dict(cfg),
         n_train=len(y_train),
