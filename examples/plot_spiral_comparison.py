@@ -1,7 +1,7 @@
 """
-======================================================
+=======================================================
 The demo's spiral comparison: a narrow network, 2 seeds
-======================================================
+=======================================================
 
 Ruiz-Garcia et al. (2021) find that a dynamical loss helps most where the network is
 too small for its data: with cross-entropy, gradient descent stalls, while the
