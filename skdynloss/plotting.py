@@ -13,9 +13,24 @@ import math
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._schedules import class_weights
+# The public schedule, the one the classifier applies: no formula of this module's own.
+from . import class_weights
 
-__all__ = ["plot_decision_boundary", "plot_schedule", "plot_training_dynamics"]
+__all__ = [
+    "CROSS_ENTROPY_COLOR",
+    "DYNAMICAL_COLOR",
+    "plot_decision_boundary",
+    "plot_schedule",
+    "plot_spiral_comparison",
+    "plot_training_dynamics",
+]
+
+#: The colour of the dynamical loss (a fit trained with it, its curves) in every figure.
+DYNAMICAL_COLOR = "tab:red"
+#: The colour of plain cross-entropy in every figure.
+CROSS_ENTROPY_COLOR = "0.35"
+# The stability threshold is black and dotted everywhere.
+_THRESHOLD_STYLE = {"color": "k", "ls": ":", "lw": 1.3}
 
 _EXTRAS_HINT = (
     "skdynloss.plotting needs matplotlib, an optional dependency: "
@@ -55,6 +70,12 @@ def _threshold_label(clf):
     if optimizer == "sgd" and momentum > 0:
         return f"stability threshold (2+2m)/lr (m={momentum:g})"
     return "stability threshold 2/lr"
+
+
+def _class_colors(n_classes):
+    """One colour per class: the tab10 cycle without the two kept for the losses."""
+    palette = [f"C{i}" for i in (0, 1, 2, 4, 5, 6, 8, 9)]
+    return [palette[i % len(palette)] for i in range(n_classes)]
 
 
 def _legend_above(ax, ncol):
@@ -192,8 +213,9 @@ def plot_training_dynamics(clf, *, axes=None, figsize=None):
 
     # (a) class weights
     ax = axes[0]
+    colors = _class_colors(len(est.classes_))
     for i, label in enumerate(est.classes_):
-        ax.plot(epoch, weights[:, i], lw=1.2, label=f"class {label}")
+        ax.plot(epoch, weights[:, i], lw=1.2, color=colors[i], label=f"class {label}")
     ax.set_ylabel(r"$\Gamma_i(t)$")
     ax.set_title(
         f"(a) class weights (amplitude A={est.amplitude:g}, period T={est.period:g})",
@@ -204,8 +226,10 @@ def plot_training_dynamics(clf, *, axes=None, figsize=None):
 
     # (b) losses
     ax = axes[1]
-    ax.plot(epoch, loss, lw=1.2, label="dynamical loss F")
-    ax.plot(epoch, ce, lw=1.0, ls="--", label="cross-entropy")
+    ax.plot(epoch, loss, lw=1.2, color=DYNAMICAL_COLOR, label="dynamical loss F")
+    ax.plot(
+        epoch, ce, lw=1.0, ls="--", color=CROSS_ENTROPY_COLOR, label="cross-entropy"
+    )
     if np.any(loss > 0) or np.any(ce > 0):
         ax.set_yscale("log")
     ax.set_ylabel("loss")
@@ -215,7 +239,7 @@ def plot_training_dynamics(clf, *, axes=None, figsize=None):
     # (c) F(t) - F(t-1)
     ax = axes[2]
     diff = np.diff(loss)
-    ax.plot(epoch[1:], diff, lw=0.6, color="C2")
+    ax.plot(epoch[1:], diff, lw=0.6, color=DYNAMICAL_COLOR)
     finite = np.abs(diff[np.isfinite(diff) & (diff != 0)])
     if finite.size:
         _symlog_decades(ax, finite.max())
@@ -225,7 +249,7 @@ def plot_training_dynamics(clf, *, axes=None, figsize=None):
 
     # (d) accuracy
     ax = axes[3]
-    ax.plot(epoch, accuracy, lw=1.2, color="C3", label="training accuracy")
+    ax.plot(epoch, accuracy, lw=1.2, color="k", label="training accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("accuracy")
     ax.set_title(
@@ -247,6 +271,7 @@ def plot_training_dynamics(clf, *, axes=None, figsize=None):
             marker + "-",
             ms=3,
             lw=1.0,
+            color=DYNAMICAL_COLOR,
             label=r"$\lambda_{max}$ of F",
         )
         ax.plot(
@@ -255,6 +280,7 @@ def plot_training_dynamics(clf, *, axes=None, figsize=None):
             marker + "--",
             ms=3,
             lw=1.0,
+            color=CROSS_ENTROPY_COLOR,
             label=r"$\lambda_{max}$ of cross-entropy",
         )
         finite_thr = threshold[np.isfinite(threshold)]
@@ -262,9 +288,7 @@ def plot_training_dynamics(clf, *, axes=None, figsize=None):
             value = float(finite_thr[-1])
             ax.axhline(
                 value,
-                color="k",
-                ls=":",
-                lw=1.2,
+                **_THRESHOLD_STYLE,
                 label=f"{_threshold_label(est)} = {value:.3g}",
             )
         else:
@@ -354,8 +378,8 @@ def plot_schedule(
     gamma = class_weights(
         t, n_classes=n_classes, amplitude=amplitude, period=period, shape=shape
     )
-    for i in range(n_classes):
-        ax.plot(t, gamma[:, i], lw=1.3, label=f"class {i}")
+    for i, color in enumerate(_class_colors(n_classes)):
+        ax.plot(t, gamma[:, i], lw=1.3, color=color, label=f"class {i}")
     _period_marks(ax, period, n_periods * period)
     shape_name = (
         shape if isinstance(shape, str) else getattr(shape, "__name__", "custom")
@@ -436,8 +460,7 @@ def plot_decision_boundary(clf, X, y, *, ax=None, resolution=200):
     )
     predicted = clf.predict(np.c_[xx.ravel(), yy.ravel()])
     zz = np.searchsorted(classes, predicted).reshape(xx.shape)
-    base = [f"C{i % 10}" for i in range(n_classes)]
-    cmap = ListedColormap(base)
+    cmap = ListedColormap(_class_colors(n_classes))
     norm = BoundaryNorm(np.arange(-0.5, n_classes + 0.5), n_classes)
     ax.contourf(
         xx, yy, zz, levels=np.arange(-0.5, n_classes + 0.5), cmap=cmap, alpha=0.25
@@ -459,4 +482,273 @@ def plot_decision_boundary(clf, X, y, *, ax=None, resolution=200):
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     ax.set_aspect("equal", adjustable="box")
+    return fig
+
+
+def _per_period(epoch, values, period, *, phase=None):
+    """Values at one phase of every period (``phase=None``: the period's last one).
+
+    ``phase`` is a fraction of the period, e.g. 0.5 for the middle; the values taken
+    are those recorded at the epochs ``k * period + phase * period``.
+    """
+    from .experiments import period_summary
+
+    epoch = np.asarray(epoch, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if phase is None:
+        summary = period_summary(epoch, values, period=period)
+        full = summary["count"] > 0
+        return summary["end"][full], summary["last"][full]
+    offset = np.mod(epoch, period)
+    keep = np.isclose(offset, phase * period)
+    return epoch[keep], values[keep]
+
+
+def plot_spiral_comparison(
+    comparison, *, zoom_periods=4, resolution=200, fig=None, figsize=None
+):
+    """Draw a :func:`~skdynloss.experiments.spiral_comparison`: the demo's figure.
+
+    The dynamical loss is drawn in :data:`DYNAMICAL_COLOR` and cross-entropy in
+    :data:`CROSS_ENTROPY_COLOR` in every panel; classes keep one colour each.
+
+    (a) the result over all seeds: the final training accuracy of both losses;
+    (b), (c) the decision regions of the first seed's two fits;
+    (d) their training accuracy, at the end of every period (where all class weights
+        are 1, so both fits are scored alike), over the raw per-epoch record;
+    (e) their sharpness against the gradient-descent stability threshold ``2/lr``,
+        once per period: at its end, and for the dynamical fit also at its middle
+        (the peak of the tilt), when ``sharpness_every`` divides the period so;
+    (f) the class weights over the last ``zoom_periods`` periods, and (g) the loss
+        change :math:`F(t) - F(t-1)` of both fits over the same steps.
+
+    Parameters
+    ----------
+    comparison : SpiralComparison
+        The result of :func:`~skdynloss.experiments.spiral_comparison` with
+        ``keep_first=True``.
+    zoom_periods : int, default=4
+        Periods shown in (f) and (g).
+    resolution : int, default=200
+        Grid points along each axis of the decision regions.
+    fig : matplotlib.figure.Figure, default=None
+        An empty figure to draw on, e.g. ``matplotlib.figure.Figure()`` to stay clear
+        of pyplot's global state (as ``skdynloss demo`` does). None creates one with
+        :func:`matplotlib.pyplot.figure`.
+    figsize : tuple of float, default=None
+        Size of the figure in inches (default (14, 15)); applied to a given ``fig``
+        too.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure drawn on.
+
+    See Also
+    --------
+    skdynloss.experiments.spiral_comparison : the experiment drawn.
+    plot_training_dynamics : every recorded quantity of one fit.
+    """
+    from . import make_spiral
+    from .experiments import period_summary
+
+    dyn_fit, ce_fit = comparison.dynamical[0], comparison.cross_entropy[0]
+    dyn, ce = dyn_fit.estimator, ce_fit.estimator
+    if dyn is None or ce is None:
+        raise ValueError(
+            "plot_spiral_comparison needs the first seed's estimators: run "
+            "spiral_comparison with keep_first=True."
+        )
+    cfg = comparison.config
+    period, lr = float(cfg["period"]), float(cfg["lr"])
+    amp = f"A={cfg['amplitude']:g}, T={period:g}"
+    dyn_label, ce_label = f"dynamical loss ({amp})", "cross-entropy (A=1)"
+    X, y = make_spiral()
+    n_epochs = int(dyn.n_iter_)
+
+    figsize = figsize or (14.0, 15.0)
+    if fig is None:
+        fig = _pyplot().figure(figsize=figsize, layout="constrained")
+    else:
+        fig.set_size_inches(figsize)
+        fig.set_layout_engine("constrained")
+    grid = fig.add_gridspec(5, 1, height_ratios=[1.45, 1.0, 1.0, 0.75, 0.85])
+    top = grid[0].subgridspec(1, 3, width_ratios=[1.25, 1.0, 1.0])
+    ax_seeds = fig.add_subplot(top[0])
+    ax_b_ce, ax_b_dyn = fig.add_subplot(top[1]), fig.add_subplot(top[2])
+    ax_acc = fig.add_subplot(grid[1])
+    ax_sharp = fig.add_subplot(grid[2], sharex=ax_acc)
+    ax_w = fig.add_subplot(grid[3])
+    ax_diff = fig.add_subplot(grid[4], sharex=ax_w)
+    small = {"loc": "left", "fontsize": "medium"}
+
+    # (a) every seed: the result first.
+    seeds = comparison.seeds
+    acc_ce = np.array([f.accuracy for f in comparison.cross_entropy])
+    acc_dyn = np.array([f.accuracy for f in comparison.dynamical])
+    x = np.arange(len(seeds))
+    ax_seeds.vlines(x, acc_ce, acc_dyn, color="0.8", lw=2.0, zorder=1)
+    ax_seeds.scatter(
+        x, acc_ce, s=45, color=CROSS_ENTROPY_COLOR, label=ce_label, zorder=2
+    )
+    ax_seeds.scatter(x, acc_dyn, s=45, color=DYNAMICAL_COLOR, label=dyn_label, zorder=2)
+    for xi, a, b in zip(x, acc_ce, acc_dyn, strict=True):
+        ax_seeds.annotate(
+            f"{b - a:+.2f}",
+            (xi, max(a, b)),
+            xytext=(0, 6),
+            textcoords="offset points",
+            ha="center",
+            fontsize="small",
+        )
+    ax_seeds.set_xticks(x, [str(s) for s in seeds])
+    ax_seeds.set_xlim(-0.6, len(seeds) - 0.4)
+    lo, hi = min(acc_ce.min(), acc_dyn.min()), max(acc_ce.max(), acc_dyn.max())
+    ax_seeds.set_ylim(lo - 0.05, hi + 0.06)
+    ax_seeds.set_xlabel("seed (initialisation)")
+    ax_seeds.set_ylabel("final training accuracy")
+    ax_seeds.grid(axis="y", color="0.92")
+    ax_seeds.set_title(
+        f"(a) every seed: dynamical ahead at {comparison.n_wins}/{len(seeds)}", **small
+    )
+    ax_seeds.legend(loc="lower left", fontsize="small", framealpha=0.9)
+
+    # (b), (c) decision regions of the first seed.
+    for ax, fit, label, color in (
+        (ax_b_ce, ce_fit, "cross-entropy", CROSS_ENTROPY_COLOR),
+        (ax_b_dyn, dyn_fit, "dynamical loss", DYNAMICAL_COLOR),
+    ):
+        plot_decision_boundary(fit.estimator, X, y, ax=ax, resolution=resolution)
+        ax.set_title(
+            f"({'b' if ax is ax_b_ce else 'c'}) {label}, seed {fit.seed}: "
+            f"train acc. {fit.accuracy:.3f}",
+            color=color,
+            fontsize="medium",
+        )
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        for spine in ax.spines.values():
+            spine.set_edgecolor(color)
+            spine.set_linewidth(2.0)
+
+    # (d) training accuracy: faint per-epoch record, bold at the end of each period.
+    for est, color, label in (
+        (ce, CROSS_ENTROPY_COLOR, ce_label),
+        (dyn, DYNAMICAL_COLOR, dyn_label),
+    ):
+        epoch, acc = est.dynamics_["epoch"], est.dynamics_["accuracy"]
+        ax_acc.plot(epoch, acc, lw=0.4, color=color, alpha=0.25)
+        # The median of each period: the per-step record dips at every period
+        # boundary, where the weights turn and gradient descent is briefly unstable.
+        summary = period_summary(epoch, acc, period=period)
+        centres = summary["end"] - period / 2
+        ax_acc.plot(
+            centres, summary["median"], ".-", ms=3, lw=1.4, color=color, label=label
+        )
+    ax_acc.set_ylabel("training accuracy")
+    ax_acc.set_title(
+        f"(d) training accuracy of seed {dyn_fit.seed}: median of each period of "
+        f"{period:g} steps (faint: every step)",
+        **small,
+    )
+    ax_acc.legend(loc="lower right", fontsize="small", ncol=2, framealpha=0.9)
+    ax_acc.tick_params(labelbottom=False)
+
+    # (e) sharpness per period against 2/lr.
+    h_dyn, h_ce = dyn.sharpness_history_, ce.sharpness_history_
+    threshold = 2.0 / lr
+    ends, values = _per_period(h_ce["epoch"], h_ce["dynamical"], period)
+    ax_sharp.plot(
+        ends,
+        values,
+        ".-",
+        ms=3,
+        lw=1.4,
+        color=CROSS_ENTROPY_COLOR,
+        label=f"{ce_label}, period end",
+    )
+    ends, values = _per_period(h_dyn["epoch"], h_dyn["dynamical"], period)
+    ax_sharp.plot(
+        ends,
+        values,
+        ".-",
+        ms=3,
+        lw=1.4,
+        color=DYNAMICAL_COLOR,
+        label="dynamical loss F, period end (weights 1)",
+    )
+    mids, values = _per_period(h_dyn["epoch"], h_dyn["dynamical"], period, phase=0.5)
+    if len(mids):
+        ax_sharp.plot(
+            mids,
+            values,
+            ".--",
+            ms=3,
+            lw=0.9,
+            color=DYNAMICAL_COLOR,
+            alpha=0.6,
+            label="dynamical loss F, mid-period (peak tilt)",
+        )
+    ax_sharp.axhline(threshold, **_THRESHOLD_STYLE, label=f"2/lr = {threshold:.3g}")
+    ax_sharp.set_ylabel("sharpness\n(top Hessian eigenvalue)")
+    ax_sharp.set_xlabel("gradient-descent step")
+    ax_sharp.set_title(
+        "(e) sharpness of the loss being trained, once per period, against the "
+        "stability threshold 2/lr",
+        **small,
+    )
+    ax_sharp.legend(loc="upper left", fontsize="small", ncol=2, framealpha=0.9)
+
+    # (f) class weights over the last few periods, (g) the loss change over them.
+    start = max(0, n_epochs - zoom_periods * period)
+    epoch = np.asarray(dyn.dynamics_["epoch"])
+    window = epoch > start
+    weights = np.asarray(dyn.dynamics_["class_weights"])
+    for i, color in enumerate(_class_colors(len(dyn.classes_))):
+        ax_w.plot(
+            epoch[window],
+            weights[window, i],
+            lw=1.4,
+            color=color,
+            label=f"class {dyn.classes_[i]}",
+        )
+    ax_w.set_ylabel(r"$\Gamma_i(t)$")
+    ax_w.set_title(
+        f"(f) class weights of the dynamical loss, last {zoom_periods} of "
+        f"{n_epochs / period:g} periods (the last one is plain cross-entropy)",
+        **small,
+    )
+    _legend_above(ax_w, ncol=len(dyn.classes_))
+    ax_w.tick_params(labelbottom=False)
+    largest = 0.0
+    for est, color, label in (
+        (ce, CROSS_ENTROPY_COLOR, ce_label),
+        (dyn, DYNAMICAL_COLOR, dyn_label),
+    ):
+        e = np.asarray(est.dynamics_["epoch"])
+        loss = np.asarray(est.dynamics_["loss"], dtype=float)
+        keep = e[1:] > start
+        diff = np.diff(loss)[keep]
+        ax_diff.plot(e[1:][keep], diff, lw=0.8, color=color, label=label)
+        finite = np.abs(diff[np.isfinite(diff)])
+        largest = max(largest, float(finite.max()) if finite.size else 0.0)
+    if largest > 0:
+        _symlog_decades(ax_diff, largest)
+    ax_diff.axhline(0.0, color="0.6", lw=0.5)
+    ax_diff.set_ylabel(r"$F(t) - F(t-1)$")
+    ax_diff.set_xlabel("gradient-descent step")
+    ax_diff.set_title("(g) loss change per step over the same steps", **small)
+    _legend_above(ax_diff, ncol=2)
+    for ax in (ax_w, ax_diff):
+        ax.set_xlim(start, n_epochs)
+        for k in range(1, zoom_periods):
+            ax.axvline(start + k * period, color="0.85", lw=0.6, zorder=0)
+
+    verdict = comparison.conclusion
+    fig.suptitle(
+        f"Dynamical loss vs cross-entropy on the spiral (MLP 2-{cfg['hidden']}-3, "
+        f"full-batch gradient descent, lr={lr:g}, {cfg['epochs']} steps, "
+        f"{len(seeds)} seeds)\n{verdict[0].upper()}{verdict[1:]}",
+        fontsize="large",
+    )
     return fig

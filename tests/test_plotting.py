@@ -243,3 +243,147 @@ def test_missing_matplotlib_hints_at_the_extra(monkeypatch, fitted):
     ):
         with pytest.raises(ImportError, match=r"pip install 'skdynloss\[plots\]'"):
             call()
+
+
+# ------------------------------------------------------- the demo's figure, colours
+
+
+def test_plotting_uses_the_public_schedule():
+    import skdynloss
+    import skdynloss.plotting as plotting
+
+    assert plotting.class_weights is skdynloss.class_weights
+
+
+def test_one_colour_per_loss_in_the_training_dynamics(tracked):
+    from matplotlib.colors import same_color
+
+    from skdynloss.plotting import CROSS_ENTROPY_COLOR, DYNAMICAL_COLOR
+
+    axes = plot_training_dynamics(tracked).get_axes()
+    (f_line,) = _labelled(axes[1], "dynamical loss F")
+    (ce_line,) = _labelled(axes[1], "cross-entropy")
+    (f_sharp,) = _labelled(axes[4], r"$\lambda_{max}$ of F")
+    (ce_sharp,) = _labelled(axes[4], r"$\lambda_{max}$ of cross")
+    for line in (f_line, f_sharp, axes[2].lines[0]):
+        assert same_color(line.get_color(), DYNAMICAL_COLOR)
+    for line in (ce_line, ce_sharp):
+        assert same_color(line.get_color(), CROSS_ENTROPY_COLOR)
+    # The classes take none of the two loss colours.
+    for line in _labelled(axes[0], "class "):
+        assert not same_color(line.get_color(), DYNAMICAL_COLOR)
+        assert not same_color(line.get_color(), CROSS_ENTROPY_COLOR)
+
+
+SPIRAL_TINY = {
+    "hidden": 8,
+    "lr": 3.0,
+    "amplitude": 10.0,
+    "period": 10.0,
+    "epochs": 40,
+    "n_seeds": 2,
+    "sharpness_every": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    from skdynloss.experiments import spiral_comparison
+
+    return spiral_comparison(config=SPIRAL_TINY, seed=0)
+
+
+def test_spiral_comparison_figure(comparison):
+    from matplotlib.colors import same_color
+
+    from skdynloss.experiments import period_summary
+    from skdynloss.plotting import (
+        CROSS_ENTROPY_COLOR,
+        DYNAMICAL_COLOR,
+        plot_spiral_comparison,
+    )
+
+    fig = plot_spiral_comparison(comparison, zoom_periods=2, resolution=20)
+    assert plt.fignum_exists(fig.number)  # a pyplot figure: plt.show() shows it
+    axes = fig.get_axes()
+    titles = [ax.get_title(loc="left") or ax.get_title() for ax in axes]
+    assert [t[:3] for t in titles] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"]
+    ax_seeds, ax_ce, ax_dyn, ax_acc, ax_sharp, ax_w, ax_diff = axes
+
+    # (a) the per-seed result comes first, one colour per loss.
+    ce_points, dyn_points = ax_seeds.collections[1:3]
+    np.testing.assert_allclose(
+        ce_points.get_offsets()[:, 1], [f.accuracy for f in comparison.cross_entropy]
+    )
+    np.testing.assert_allclose(
+        dyn_points.get_offsets()[:, 1], [f.accuracy for f in comparison.dynamical]
+    )
+    assert same_color(ce_points.get_facecolor()[0], CROSS_ENTROPY_COLOR)
+    assert same_color(dyn_points.get_facecolor()[0], DYNAMICAL_COLOR)
+    assert f"{comparison.n_wins}/2" in titles[0]
+    assert comparison.conclusion[1:] in fig.get_suptitle()
+
+    # Every labelled line of a loss wears that loss's colour.
+    for ax in (ax_acc, ax_sharp, ax_diff):
+        for line in ax.lines:
+            label = line.get_label()
+            if "dynamical" in label:
+                assert same_color(line.get_color(), DYNAMICAL_COLOR), label
+            elif "cross-entropy" in label:
+                assert same_color(line.get_color(), CROSS_ENTROPY_COLOR), label
+
+    # (d) the median accuracy of every period.
+    dyn = comparison.dynamical[0].estimator
+    (acc_line,) = _labelled(ax_acc, "dynamical")
+    summary = period_summary(
+        dyn.dynamics_["epoch"], dyn.dynamics_["accuracy"], period=10
+    )
+    np.testing.assert_allclose(acc_line.get_ydata(), summary["median"])
+    np.testing.assert_allclose(acc_line.get_xdata(), [5, 15, 25, 35])
+
+    # (e) period-end and mid-period sharpness, and the threshold 2/lr.
+    history = dyn.sharpness_history_
+    (end_line,) = _labelled(ax_sharp, "dynamical loss F, period end")
+    np.testing.assert_allclose(end_line.get_xdata(), [10, 20, 30, 40])
+    np.testing.assert_allclose(end_line.get_ydata(), history["dynamical"][1::2])
+    (mid_line,) = _labelled(ax_sharp, "dynamical loss F, mid-period")
+    np.testing.assert_allclose(mid_line.get_xdata(), [5, 15, 25, 35])
+    np.testing.assert_allclose(mid_line.get_ydata(), history["dynamical"][0::2])
+    (threshold,) = _labelled(ax_sharp, "2/lr")
+    np.testing.assert_allclose(threshold.get_ydata(), [2 / 3.0] * 2)
+
+    # (f) the recorded class weights over the last two periods.
+    lines = _labelled(ax_w, "class ")
+    assert len(lines) == 3
+    np.testing.assert_array_equal(lines[0].get_xdata(), np.arange(21, 41))
+    np.testing.assert_array_equal(
+        lines[0].get_ydata(), dyn.dynamics_["class_weights"][20:, 0]
+    )
+    assert ax_w.get_xlim() == (20.0, 40.0)
+    # F(t) - F(t-1) for t = 21, ..., 40.
+    (diff_line,) = _labelled(ax_diff, "dynamical")
+    np.testing.assert_array_equal(diff_line.get_xdata(), np.arange(21, 41))
+    np.testing.assert_allclose(
+        diff_line.get_ydata(), np.diff(dyn.dynamics_["loss"])[19:]
+    )
+
+
+def test_spiral_comparison_figure_needs_the_estimators(comparison):
+    import dataclasses
+
+    from skdynloss.plotting import plot_spiral_comparison
+
+    bare = dataclasses.replace(
+        comparison,
+        dynamical=tuple(
+            dataclasses.replace(f, estimator=None) for f in comparison.dynamical
+        ),
+    )
+    with pytest.raises(ValueError, match="keep_first=True"):
+        plot_spiral_comparison(bare)
+    # Drawn on a figure of the caller's, outside pyplot, as the demo does.
+    from matplotlib.figure import Figure
+
+    given = Figure()
+    assert plot_spiral_comparison(comparison, fig=given, resolution=10) is given
+    assert len(given.get_axes()) == 7 and not plt.get_fignums()
