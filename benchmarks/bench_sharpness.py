@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _common import (  # noqa: E402
+from _harness import (  # noqa: E402
     digits,
     interleaved,
     parser,
@@ -31,10 +31,11 @@ from skdynloss import DynamicalLossClassifier, hessian_eigenvalues  # noqa: E402
 
 
 def main(argv=None):
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=5)
+    p = parser(__doc__.splitlines()[0], repeats=5)
     p.add_argument("--epochs", type=int, default=20)
     args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.epochs = 1, 3
     device = setup(args)
     X, y = digits(args.dtype)
     config = {
@@ -75,7 +76,7 @@ def main(argv=None):
     info = clf.sharpness_info_
 
     # Accuracy: the same Hessian at a tight tolerance, timed on its own.
-    Xt = torch.tensor(X, dtype=clf.module_[0].weight.dtype, device=clf.device_)
+    Xt = torch.tensor(X, dtype=next(clf.module_.parameters()).dtype, device=clf.device_)
     yt = torch.tensor(y, device=clf.device_)
     start = time.perf_counter()
     tight = hessian_eigenvalues(clf.module_, F.cross_entropy, Xt, yt, k=1, tol=1e-10)
