@@ -59,7 +59,7 @@ def agreement(steps=100, period=20.0):
         for key in record
     }
     diffs["parameters"] = max(
-        float((a - b).abs().max())
+        float((a.detach() - b.detach()).abs().max())
         for a, b in zip(ref.parameters(), clf.module_.parameters(), strict=True)
     )
     return diffs
