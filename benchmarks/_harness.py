@@ -15,7 +15,9 @@
   an independent reference, never against itself. Only ``estimator`` (the contender)
   and ``print_header`` (its version) import skdynloss.
 
-Scripts import this module as ``_harness`` (each puts its own folder on ``sys.path``).
+Scripts import this module as ``_harness`` (each puts its own folder on ``sys.path``)
+before they import skdynloss: it puts the repository root first on ``sys.path``, so that
+the scripts measure the checkout they are in.
 """
 
 import argparse
@@ -33,6 +35,11 @@ import torch
 import torch.nn.functional as F
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# A benchmark measures the checkout it lives in, whatever copy of skdynloss is installed.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 # ----------------------------------------------------------------- setup and header
 
@@ -382,6 +389,7 @@ def reference_fit(
     static_last_period=True,
     device="cpu",
     seed=12345,
+    record=True,
 ):
     """Train ``net`` (in place) with the dynamical loss, as a user would write it.
 
@@ -422,14 +430,18 @@ def reference_fit(
             # with reduction="sum"), then a plain mean over the batch's P samples.
             weighted = F.nll_loss(log_p, yb, weight=W[k], reduction="sum")
             loss = weighted / len(yb)
-            lp = log_p.detach()
-            ce = F.nll_loss(lp, yb, reduction="sum")
-            correct = (lp.argmax(dim=1) == yb).sum(dtype=X.dtype)
-            stats.append(torch.stack((weighted.detach(), ce, correct)))
+            if record:
+                lp = log_p.detach()
+                ce = F.nll_loss(lp, yb, reduction="sum")
+                correct = (lp.argmax(dim=1) == yb).sum(dtype=X.dtype)
+                stats += (weighted.detach(), ce, correct)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             k += 1
+    if not record:
+        sync(device)
+        return net, None
     sums = torch.stack(stats).view(epochs, spe, 3).sum(dim=1).double().cpu().numpy() / n
     record = {
         "epoch": np.arange(1, epochs + 1),
