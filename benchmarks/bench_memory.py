@@ -119,6 +119,11 @@ def status_kb(field):
 
 def rss_child(case, contender, args):
     """One measurement, in this (fresh) process: a JSON line on stdout."""
+    import sklearn.neural_network  # noqa: F401  (every child imports the same modules)
+    import skorch  # noqa: F401
+
+    import skdynloss  # noqa: F401
+
     device = H.setup(args)
     if case == "spiral full batch":
         X, y = H.spiral(args.dtype)
@@ -129,9 +134,8 @@ def rss_child(case, contender, args):
         train = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "batch_size": 64}
         epochs = 2 if args.quick else 10
     net = H.mlp(X.shape[1], (100,), int(y.max()) + 1, dtype=args.dtype).to(device)
-    dyn = {"amplitude": 70.0, "period": epochs / 4}
-
     def fit(X, y, epochs):
+        dyn = {"amplitude": 70.0, "period": epochs / 4}
         if contender == "reference":
             H.reference_fit(X, y, copy.deepcopy(net), epochs=epochs, device=device,
                             **train, **dyn)  # fmt: skip
