@@ -123,10 +123,11 @@ def source_state(package_file):
 
     try:
         head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain")
+        engine = git("log", "-1", "--format=%h", "--", "skdynloss")
     except (OSError, subprocess.SubprocessError):
         return f"{root} (not a git checkout)"
     changed = [line[3:] for line in dirty.splitlines() if "skdynloss/" in line]
-    return f"{root} at {head or '?'}" + (
+    return f"{root} at {head or '?'} (skdynloss/ last changed in {engine or '?'})" + (
         f" + uncommitted changes in {', '.join(changed)}" if changed else ""
     )
 
