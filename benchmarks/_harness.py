@@ -101,9 +101,13 @@ def print_header(title, args, config):
         f"{sklearn.__version__} | numpy {np.__version__} | skdynloss {skdynloss.__version__}"
     )
     print(f"skdynloss source: {source_state(skdynloss.__file__)}")
-    print(f"torch threads: {torch.get_num_threads()}; CPU cores visible: {os.cpu_count()}")
+    print(
+        f"torch threads: {torch.get_num_threads()}; CPU cores visible: {os.cpu_count()}"
+    )
     if args.device == "cuda":
-        print(f"device: cuda ({torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda})")
+        print(
+            f"device: cuda ({torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda})"
+        )
     else:
         print(f"device: cpu ({platform.processor() or platform.machine()})")
     print(f"dtype: {args.dtype}; timed rounds: {args.repeats}; {load_note()}")
@@ -256,7 +260,9 @@ def print_table(rows, columns=None, title=None):
         print(title)
     columns = columns or (list(rows[0]) if rows else [])
     cells = [[_fmt(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    widths = [
+        max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)
+    ]
     print("  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for r in cells:

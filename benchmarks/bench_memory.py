@@ -27,10 +27,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _harness as H  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-import _harness as H  # noqa: E402
 
 TARGET = 3.0
 SIZE_CASES = {
@@ -69,7 +68,9 @@ def size_section(args, X, y):
         ).fit(X, y)  # fmt: skip
         kept = {
             "module state_dict": nbytes(own_storage(clf.module_.state_dict())),
-            "optimizer state_dict": nbytes(own_storage(clf.net_.optimizer_.state_dict())),
+            "optimizer state_dict": nbytes(
+                own_storage(clf.net_.optimizer_.state_dict())
+            ),
             "record": nbytes(clf.dynamics_),
         }
         essential = sum(kept.values())
@@ -78,7 +79,11 @@ def size_section(args, X, y):
         dumps = {"pickle": pickle.dumps(clf), "joblib": buffer.getvalue()}
         expected = clf.predict_proba(X[:50])
         for kind, blob in dumps.items():
-            loaded = pickle.loads(blob) if kind == "pickle" else joblib.load(io.BytesIO(blob))
+            loaded = (
+                pickle.loads(blob)
+                if kind == "pickle"
+                else joblib.load(io.BytesIO(blob))
+            )
             if not np.allclose(loaded.predict_proba(X[:50]), expected):
                 print(f"WARNING: {name}: the {kind} round trip predicts differently")
         n_params = sum(p.numel() for p in clf.module_.parameters())
@@ -134,6 +139,7 @@ def rss_child(case, contender, args):
         train = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "batch_size": 64}
         epochs = 2 if args.quick else 10
     net = H.mlp(X.shape[1], (100,), int(y.max()) + 1, dtype=args.dtype).to(device)
+
     def fit(X, y, epochs):
         dyn = {"amplitude": 70.0, "period": epochs / 4}
         if contender == "reference":
@@ -176,18 +182,24 @@ def rss_section(args):
                     "peak MB": r["peak"],
                     "fit increment MB": increment,
                     "extra over reference MB": (
-                        increment - (ref["peak"] - ref["before"]) if ref else float("nan")
+                        increment - (ref["peak"] - ref["before"])
+                        if ref
+                        else float("nan")
                     ),
                 }
             )
-    H.print_table(rows, title="Peak RSS of one fit, fresh process each (MB = 2**20 bytes)")
+    H.print_table(
+        rows, title="Peak RSS of one fit, fresh process each (MB = 2**20 bytes)"
+    )
 
 
 def main(argv=None):
     p = H.parser(__doc__.splitlines()[0], repeats=1)
     p.add_argument("--sections", default="size,rss")
     p.add_argument("--epochs", type=int, default=100, help="epochs of the size fits")
-    p.add_argument("--child", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse_hide())
+    p.add_argument(
+        "--child", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse_hide()
+    )
     args = p.parse_args(argv)
     if args.child:
         return rss_child(*args.child, args)
@@ -198,8 +210,10 @@ def main(argv=None):
     H.print_header(
         "Memory: size of a fitted estimator, peak RSS of a fit",
         args,
-        {"size fits": f"defaults (compute_sharpness=True), {args.epochs} epochs",
-         "sections": ", ".join(sections)},  # fmt: skip
+        {
+            "size fits": f"defaults (compute_sharpness=True), {args.epochs} epochs",
+            "sections": ", ".join(sections),
+        },  # fmt: skip
     )
     checks = []
     if "size" in sections:

@@ -20,9 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-
 import _harness as H  # noqa: E402
+import numpy as np  # noqa: E402
 
 TARGET = 1.2
 
@@ -53,12 +52,14 @@ def main(argv=None):
     H.print_header(
         "partial_fit: cost per call over many calls",
         args,
-        {name: f"{X.shape}, {clf.optimizer}, batch {clf.batch_size}, {calls} calls"
-         for name, (clf, X, y) in cases.items()},  # fmt: skip
+        {
+            name: f"{X.shape}, {clf.optimizer}, batch {clf.batch_size}, {calls} calls"
+            for name, (clf, X, y) in cases.items()
+        },  # fmt: skip
     )
     wall = {name: np.empty(calls) for name in cases}
     cpu = {name: np.empty(calls) for name in cases}
-    for name, (clf, X, y) in cases.items():
+    for clf, X, y in cases.values():
         clf.partial_fit(X, y, classes=np.unique(y))  # the build, untimed
     for i in range(calls):
         for name, (clf, X, y) in cases.items():
@@ -72,7 +73,9 @@ def main(argv=None):
             print(f"    {i + 1}/{calls} calls", file=sys.stderr, flush=True)
 
     edges = sorted({100, 200, *range(500, calls - 100, 500), calls - 100, calls})
-    windows = [(100, 200)] + [(a, b) for a, b in zip(edges[1:-1], edges[2:])]
+    windows = [(100, 200)] + [
+        (a, b) for a, b in zip(edges[1:-1], edges[2:], strict=True)
+    ]
     rows, checks = [], []
     for name in cases:
         for a, b in windows:

@@ -22,9 +22,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-
 import _harness as H  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def data(n, dtype):
@@ -77,7 +76,9 @@ def cell(regime, n, width, args, device):
     }
     if "MLPClassifier" in med:
         row["MLP ms/epoch"] = med["MLPClassifier"]["cpu"] * 1e3
-        row["ours/MLP (cpu)"] = f"{med['skdynloss']['cpu'] / med['MLPClassifier']['cpu']:.2f}x"
+        row["ours/MLP (cpu)"] = (
+            f"{med['skdynloss']['cpu'] / med['MLPClassifier']['cpu']:.2f}x"
+        )
     return row
 
 
@@ -97,8 +98,10 @@ def main(argv=None):
     H.print_header(
         "Scaling: cost per epoch against data size and width",
         args,
-        {"cells": ", ".join(f"n={n} w={w}" for n, w in pairs),
-         "regimes": args.regimes},  # fmt: skip
+        {
+            "cells": ", ".join(f"n={n} w={w}" for n, w in pairs),
+            "regimes": args.regimes,
+        },  # fmt: skip
     )
     rows = []
     for regime in args.regimes.split(","):

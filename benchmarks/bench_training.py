@@ -30,11 +30,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _harness as H  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from skorch.callbacks import Callback  # noqa: E402
-
-import _harness as H  # noqa: E402
 
 SECTIONS = ("full-batch", "mini-batch")
 
