@@ -9,7 +9,7 @@ measure the loss landscape (Hessian and NTK spectra) the paper's explanation res
 from importlib.metadata import PackageNotFoundError, version
 
 from ._classifier import DynamicalLossClassifier
-from ._losses import DynamicalCrossEntropy
+from ._losses import DynamicalCrossEntropy, DynamicalLoss, dynamical_loss
 from ._schedules import class_weights
 from ._sharpness import (
     EigenResult,
@@ -27,9 +27,11 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "DynamicalCrossEntropy",
+    "DynamicalLoss",
     "DynamicalLossClassifier",
     "EigenResult",
     "class_weights",
+    "dynamical_loss",
     "hessian_eigenvalues",
     "hessian_operator",
     "make_spiral",

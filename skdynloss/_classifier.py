@@ -1,7 +1,11 @@
 """DynamicalLossClassifier: a scikit-learn classifier trained with a dynamical loss."""
 
+import contextlib
 import copy
 import inspect
+import math
+import os
+import signal
 import threading
 import warnings
 from numbers import Integral, Real
@@ -9,16 +13,34 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    Options,
+    StrOptions,
+)
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+from skorch.callbacks import Callback, EarlyStopping
+from skorch.helper import predefined_split
 
-from ._callbacks import DivergenceGuard, LossClock, SharpnessTracker
-from ._losses import DynamicalCrossEntropy
+from ._callbacks import (
+    RESERVED_NAMES,
+    DivergenceGuard,
+    LossClock,
+    ProgressBar,
+    SharpnessTracker,
+    weighted_mean_loss,
+)
+from ._losses import DynamicalLoss
 from ._modules import CNN, MLP, n_image_features
-from ._net import DynamicalNet
-from ._optim import FlatAdam, FlatSGD
+from ._net import DynamicalNet, TensorData
 from ._sharpness import hessian_eigenvalues
 
 # Module construction draws from torch's global RNG; a lock plus fork_rng makes the
@@ -26,9 +48,6 @@ from ._sharpness import hessian_eigenvalues
 # independent of each other and leaves the caller's global RNG untouched.
 _INIT_LOCK = threading.Lock()
 
-# The named optimizers update all parameters as one flat buffer: torch's arithmetic,
-# without its per-tensor Python (see _optim.py).
-_OPTIMIZERS = {"sgd": FlatSGD, "adam": FlatAdam}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -44,6 +63,14 @@ def _same(a, b):
         return a == b
 
 
+def _invalid(name, expected, value):
+    """scikit-learn's error for a parameter outside its constraints."""
+    return InvalidParameterError(
+        f"The {name!r} parameter of DynamicalLossClassifier must be {expected}. "
+        f"Got {value!r} instead."
+    )
+
+
 def _resolve_device(device):
     if isinstance(device, torch.device):
         device = str(device)
@@ -51,35 +78,207 @@ def _resolve_device(device):
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         parsed = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise ValueError(
             f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}."
         ) from exc
-    if parsed.type == "cuda" and not torch.cuda.is_available():
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but CUDA is not available on this "
+                "machine; use device='auto' to fall back to the CPU."
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s)."
+            )
+    elif parsed.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(
+                f"device={device!r}: MPS is not available on this machine."
+            )
+    elif parsed.type != "cpu":
         raise ValueError(
-            f"device={device!r} was requested but CUDA is not available on this machine;"
-            " use device='auto' to fall back to the CPU."
+            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}: "
+            "the network is trained on real data, which a "
+            f"{parsed.type!r} device cannot hold."
         )
     return str(parsed)
+
+
+def fit_seeds(random_state):
+    """The seeds of one fit: (initialisation, shuffling and order, sharpness, split).
+
+    One draw from ``random_state`` per fit, so that an int gives the same fit every
+    time and a RandomState instance a new one (scikit-learn's convention).
+    """
+    rng = check_random_state(random_state)
+    return tuple(int(s) for s in rng.randint(np.iinfo(np.int32).max, size=4))
+
+
+def _hidden_sizes(value):
+    """``hidden_layer_sizes`` as a tuple of positive Python ints, or a clear error."""
+    sizes = (value,) if isinstance(value, Integral | Real) else value
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        sizes = None
+    ok = sizes is not None and all(
+        isinstance(s, Integral) and not isinstance(s, bool | np.bool_) and s >= 1
+        for s in sizes
+    )
+    if not ok:
+        raise _invalid(
+            "hidden_layer_sizes",
+            "a positive int or a sequence of positive ints (the widths of the hidden "
+            "layers)",
+            value,
+        )
+    return tuple(int(s) for s in sizes)
+
+
+def _available_memory(device):
+    """Bytes that a network on ``device`` may reasonably use (None when unknown)."""
+    try:
+        if device.startswith("cuda"):
+            return torch.cuda.mem_get_info(torch.device(device))[0]
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(clock):
+    """Ctrl-C ends training at the end of the current step (a second one at once).
+
+    Only the main thread receives signals; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if clock.stop_requested:
+            raise KeyboardInterrupt
+        clock.stop_requested = True
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _silent(*args, **kwargs):
+    """A sink that prints nothing (skorch's EarlyStopping prints by default)."""
+
+
+class _Record:
+    """The per-epoch record of all calls: lists that grow by appending.
+
+    Arrays are built when asked for (and kept until the record grows), so a call adds
+    the cost of its own epochs only: 3000 ``partial_fit`` calls stay linear.
+    """
+
+    KEYS = ("time", "loss", "base_loss", "accuracy", "class_weights")
+    SHARPNESS = ("epoch", "dynamical", "base", "threshold")
+
+    def __init__(self, n_classes, base):
+        self.n_classes = n_classes
+        self.base = base
+        self.rows = {key: [] for key in self.KEYS}
+        self.sharpness = {key: [] for key in self.SHARPNESS}
+        self.validation = []
+        self._arrays = None
+
+    def __len__(self):
+        return len(self.rows["time"])
+
+    def sync(self, history):
+        """Take the history's rows from ``len(self)`` on (truncating first if the
+        history was cut back, as the divergence guard does)."""
+        n = len(history)
+        if n < len(self):
+            self.truncate(n)
+        for epoch in range(len(self), n):
+            row = history[epoch]
+            self.rows["time"].append(row["loss_time"])
+            self.rows["loss"].append(row["train_loss"])
+            self.rows["base_loss"].append(row["train_base_loss"])
+            self.rows["accuracy"].append(row["train_accuracy"])
+            self.rows["class_weights"].append(row["class_weights"])
+            if "sharpness_dynamical" in row:
+                for key, value in (
+                    ("epoch", epoch + 1),
+                    ("dynamical", row["sharpness_dynamical"]),
+                    ("base", row["sharpness_base"]),
+                    ("threshold", row["stability_threshold"]),
+                ):
+                    self.sharpness[key].append(value)
+            if "valid_acc" in row:
+                self.validation.append(row["valid_acc"])
+        self._arrays = None
+
+    def truncate(self, n):
+        for values in self.rows.values():
+            del values[n:]
+        keep = sum(1 for e in self.sharpness["epoch"] if e <= n)
+        for values in self.sharpness.values():
+            del values[keep:]
+        self._arrays = None
+
+    def arrays(self):
+        if self._arrays is None:
+            n = len(self)
+            dynamics = {"epoch": np.arange(1, n + 1)}
+            for key in self.KEYS[:-1]:
+                dynamics[key] = np.asarray(self.rows[key], dtype=float)
+            dynamics["class_weights"] = np.asarray(
+                self.rows["class_weights"], dtype=float
+            ).reshape(n, self.n_classes)
+            sharp = {
+                "epoch": np.asarray(self.sharpness["epoch"], dtype=int),
+                **{
+                    k: np.asarray(self.sharpness[k], dtype=float)
+                    for k in self.SHARPNESS[1:]
+                },
+            }
+            if self.base == "cross_entropy":
+                dynamics["cross_entropy"] = dynamics["base_loss"]
+                sharp["cross_entropy"] = sharp["base"]
+            self._arrays = (dynamics, sharp)
+        return self._arrays
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_arrays"] = None
+        return state
 
 
 class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     """Neural network classifier trained with a dynamical loss function.
 
-    A PyTorch MLP or CNN, trained through skorch, whose loss is a cross-entropy with
-    class weights that oscillate during training so that one class at a time is
-    emphasised (Ruiz-Garcia et al., 2021):
+    A PyTorch MLP or CNN, trained through skorch, whose loss has class weights that
+    oscillate during training so that one class at a time is emphasised
+    (Ruiz-Garcia et al., 2021):
 
-    .. math:: F(t) = \\frac{1}{P} \\sum_{\\mu} \\Gamma_{y_\\mu}(t)\\, CE(f(x_\\mu), y_\\mu).
+    .. math:: F(t) = \\frac{1}{P} \\sum_{\\mu} \\Gamma_{y_\\mu}(t)\\, \\ell(f(x_\\mu), y_\\mu),
 
-    The weight of the class in focus follows ``shape`` over each ``period`` epochs (peak
-    raw weight ``amplitude``), the weights always sum to the number of classes, and the
-    focus moves through ``classes_`` in order. ``amplitude=1`` is plain cross-entropy.
+    with the cross-entropy ``ell`` by default. The weight of the class in focus follows
+    ``shape`` over each ``period`` epochs (peak raw weight ``amplitude``), the weights
+    always sum to the number of classes, and the focus moves through ``classes_`` in
+    order. ``amplitude=1`` is the plain base loss.
 
     Parameters
     ----------
     amplitude : float, default=10.0
-        Peak raw weight A >= 1 of the class in focus; 1 gives plain cross-entropy.
+        Peak raw weight A >= 1 of the class in focus; 1 gives the plain base loss.
     period : float, default=10.0
         Epochs spent on each class (T). The clock advances by 1/steps_per_epoch at every
         optimizer step, so a period may be fractional.
@@ -92,23 +291,27 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         Order in which classes take the focus: that of ``classes_`` (the paper's), or a
         random permutation per cycle, seeded by ``random_state``.
     static_last_period : bool, default=True
-        Train the last ``period`` epochs of every ``fit`` with plain cross-entropy, as the
-        paper does. Not applied by ``partial_fit``, whose end is unknown.
+        Train the last ``period`` epochs of every ``fit`` with the plain base loss, as
+        the paper does. Not applied by ``partial_fit``, whose end is unknown.
+    loss : {"cross_entropy", "squared_error"} or callable, default="cross_entropy"
+        The base loss that the class weights tilt: cross-entropy of the logits (the
+        paper's), the squared error ``(1/C) sum_j (f_j - delta_{j,y})^2`` of the outputs
+        against one-hot targets (Lavin and Ruiz-Garcia, 2024), or a callable
+        ``loss(outputs, y) -> per-sample losses`` (a tensor of shape (n,)). Whatever the
+        base, ``predict_proba`` is the softmax of the outputs.
     module : {"mlp", "cnn"} or callable, default="mlp"
         The network. A callable (for instance a ``torch.nn.Module`` subclass) is called
         as ``module(n_features=..., n_classes=...)`` and must return a module that maps a
-        float tensor of shape (n, n_features) to logits of shape (n, n_classes).
-    hidden_layer_sizes : tuple of int, default=(100,)
+        float tensor of shape (n, n_features) to outputs of shape (n, n_classes).
+    hidden_layer_sizes : int or tuple of int, default=(100,)
         Widths of the hidden layers of the MLP, or of the dense head of the CNN.
     image_shape : tuple of int, default=None
         For ``module="cnn"``: the ``(channels, height, width)`` each row of X is reshaped
         to. None infers ``(1, s, s)`` when n_features is a perfect square ``s * s``.
     optimizer : {"sgd", "adam"} or torch optimizer class, default="adam"
-        The optimizer. ``"sgd"`` with ``momentum=0`` and ``batch_size=-1`` is plain
-        gradient descent, the paper's setting. ``"sgd"`` and ``"adam"`` compute
-        exactly what ``torch.optim.SGD`` and ``torch.optim.Adam`` (``foreach=False``)
-        compute, bit for bit, with all parameters held in one flat buffer so that a
-        step is a few tensor operations (the optimizer is ``net_.optimizer_``). A torch
+        The optimizer: ``torch.optim.SGD`` or ``torch.optim.Adam``, with torch's fused
+        kernel where the device has one. ``"sgd"`` with ``momentum=0`` and
+        ``batch_size=-1`` is plain gradient descent, the paper's setting. A torch
         optimizer class, e.g. ``torch.optim.AdamW``, is used as it is.
     lr : float, default=1e-3
         Learning rate.
@@ -121,21 +324,35 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         as in the paper.
     max_epochs : int, default=100
         Epochs per ``fit`` (``partial_fit`` runs one).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified) and stop
+        when its accuracy has not improved by ``tol`` for ``n_iter_no_change`` epochs,
+        keeping the parameters of the best epoch, as scikit-learn's MLPClassifier does.
+        It also gives skorch callbacks that need a validation split (``EarlyStopping``,
+        ``Checkpoint``) their ``valid_loss`` and ``valid_acc``.
+    validation_fraction : float, default=0.1
+        Share of the training data held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before ``early_stopping`` stops training.
+    tol : float, default=1e-4
+        Least improvement of the validation accuracy that counts.
     device : str or torch.device, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU. Resolved into ``device_``.
     dtype : {"float32", "float64"}, default="float32"
         Floating point type of the network and data; the paper used float64.
     random_state : int, RandomState instance or None, default=None
-        Seeds the initialisation, the shuffling and the sharpness subsample of each fit.
-        An int gives bit-identical results on the CPU, also for fits run in parallel.
+        Seeds the initialisation, the shuffling, the validation split and the sharpness
+        subsample of each fit. An int gives bit-identical results on the CPU, also for
+        fits run in parallel.
     warm_start : bool, default=False
         Continue training the fitted network on ``fit`` (the clock resumes), with
         the current ``lr``, ``momentum``, ``weight_decay``, ``batch_size``,
         ``amplitude``, ``period``, ``shape``, ``order``, ``static_last_period``,
-        ``max_epochs`` and ``compute_sharpness``. Changing what the first fit built
-        (``module``, ``hidden_layer_sizes``, ``image_shape``, ``optimizer``,
-        ``device``, ``dtype``, ``callbacks``, ``verbose``, ``sharpness_every``,
-        ``sharpness_max_samples``) is an error; ``random_state`` only seeds new fits.
+        ``max_epochs``, ``verbose`` and ``compute_sharpness``. Changing what the first
+        fit built (``module``, ``hidden_layer_sizes``, ``image_shape``, ``optimizer``,
+        ``loss``, ``device``, ``dtype``, ``callbacks``, ``early_stopping``,
+        ``sharpness_every``, ``sharpness_max_samples``) is an error; ``random_state``
+        only seeds new fits.
     compute_sharpness : bool, default=True
         Compute ``sharpness_`` after each ``fit`` and ``partial_fit`` call (about a
         dozen Hessian-vector products over at most ``sharpness_max_samples`` rows);
@@ -145,11 +362,13 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         which ``sharpness_`` and ``sharpness_history_`` are computed.
     sharpness_every : int or None, default=None
         Every so many epochs, record the top Hessian eigenvalue of the loss being
-        minimised and of plain cross-entropy in ``sharpness_history_``.
+        minimised and of the plain base loss in ``sharpness_history_``.
     callbacks : list of skorch callbacks or (name, callback) tuples, default=None
         Extra skorch callbacks, deep-copied for every fit.
     verbose : int, default=0
-        Print skorch's per-epoch log when positive.
+        0 prints nothing; 1 shows a progress bar per ``fit`` (epochs done, loss,
+        training accuracy, time left) on stderr; 2 adds an epoch log, at most one
+        line a second.
 
     Attributes
     ----------
@@ -162,21 +381,22 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     net_ : skorch.NeuralNetClassifier
         The trained skorch net (its ``history`` holds the per-epoch records).
     module_ : torch.nn.Module
-        The trained network; it maps rows of X, as given, to logits.
+        The trained network; it maps rows of X, as given, to outputs.
     device_ : str
         Device the network lives on.
     n_iter_ : int
-        Epochs trained in total.
+        Epochs trained in total (an epoch cut short by Ctrl-C counts).
     loss_curve_ : list of float
         The dynamical loss of each epoch (mean over its steps).
     class_weights_ : ndarray of shape (`n_iter_`, n_classes)
         Class weights applied in each epoch (mean over its steps).
     dynamics_ : dict of ndarray
         Per-epoch record for the paper's Fig. 4: ``epoch``, ``time`` (clock at the end of
-        the epoch), ``loss`` (dynamical), ``cross_entropy``, ``accuracy`` (training, as
+        the epoch), ``loss`` (dynamical), ``base_loss`` (unweighted; also
+        ``cross_entropy`` for the cross-entropy base), ``accuracy`` (training, as
         measured during the epoch), ``class_weights``.
     sharpness_ : float
-        Largest eigenvalue of the Hessian of the unweighted mean cross-entropy over the
+        Largest eigenvalue of the Hessian of the unweighted mean base loss over the
         training data (at most ``sharpness_max_samples`` rows) at the fitted parameters,
         in eval mode. NaN when ``compute_sharpness=False``.
     sharpness_info_ : dict
@@ -184,16 +404,20 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         products), ``residual``, ``converged``.
     sharpness_history_ : dict of ndarray
         With ``sharpness_every``: ``epoch``, ``dynamical`` (top eigenvalue of the loss
-        being minimised), ``cross_entropy`` and ``threshold`` (2/lr for gradient
-        descent, (2 + 2 momentum)/lr with heavy-ball momentum, NaN for adaptive
-        optimizers).
+        being minimised), ``base`` (of the plain base loss; also ``cross_entropy``) and
+        ``threshold`` (2/lr for gradient descent, (2 + 2 momentum)/lr with heavy-ball
+        momentum, NaN for adaptive optimizers).
+    validation_scores_ : list of float or None
+        With ``early_stopping``: the validation accuracy of each epoch.
+    best_validation_score_ : float or None
+        With ``early_stopping``: the best of them.
     diverged_ : bool
         Whether training stopped because the loss became non-finite (the parameters of
         the last finite epoch were kept).
 
     See Also
     --------
-    DynamicalCrossEntropy : the loss as a torch module.
+    DynamicalLoss : the loss as a torch module.
     sklearn.neural_network.MLPClassifier : scikit-learn's MLP.
 
     References
@@ -222,6 +446,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         "shape": [StrOptions({"triangle", "sine"}), callable],
         "order": [StrOptions({"cyclic", "random"})],
         "static_last_period": ["boolean"],
+        "loss": [StrOptions({"cross_entropy", "squared_error"}), callable],
         "module": [StrOptions({"mlp", "cnn"}), callable],
         "hidden_layer_sizes": [
             "array-like",
@@ -237,6 +462,10 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             Options(Integral, {-1}),
         ],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
         "dtype": [StrOptions({"float32", "float64"})],
         "random_state": ["random_state"],
@@ -255,6 +484,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         shape="triangle",
         order="cyclic",
         static_last_period=True,
+        loss="cross_entropy",
         module="mlp",
         hidden_layer_sizes=(100,),
         image_shape=None,
@@ -264,6 +494,10 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         weight_decay=0.0,
         batch_size=64,
         max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
         device="auto",
         dtype="float32",
         random_state=None,
@@ -279,6 +513,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         self.shape = shape
         self.order = order
         self.static_last_period = static_last_period
+        self.loss = loss
         self.module = module
         self.hidden_layer_sizes = hidden_layer_sizes
         self.image_shape = image_shape
@@ -288,6 +523,10 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
@@ -298,10 +537,73 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         self.callbacks = callbacks
         self.verbose = verbose
 
+    # --------------------------------------------------------- fitted records
+
+    def _fitted_record(self):
+        record = self.__dict__.get("_epochs")
+        if record is None:
+            raise AttributeError("This DynamicalLossClassifier is not fitted yet.")
+        return record
+
+    def _assigned(self, name):
+        """A value assigned to a record attribute by hand (plots of made-up data)."""
+        return self.__dict__.get("_assigned_", {}).get(name)
+
+    def _assign(self, name, value):
+        self.__dict__.setdefault("_assigned_", {})[name] = value
+
+    @property
+    def loss_curve_(self):
+        """The dynamical loss of each epoch (mean over its steps)."""
+        assigned = self._assigned("loss_curve_")
+        if assigned is not None:
+            return assigned
+        return list(self._fitted_record().rows["loss"])
+
+    @loss_curve_.setter
+    def loss_curve_(self, value):
+        self._assign("loss_curve_", value)
+
+    @property
+    def dynamics_(self):
+        """Per-epoch record: epoch, time, loss, base_loss, accuracy, class_weights."""
+        assigned = self._assigned("dynamics_")
+        if assigned is not None:
+            return assigned
+        return dict(self._fitted_record().arrays()[0])
+
+    @dynamics_.setter
+    def dynamics_(self, value):
+        self._assign("dynamics_", value)
+
+    @property
+    def class_weights_(self):
+        """Class weights applied in each epoch (mean over its steps)."""
+        assigned = self._assigned("class_weights_")
+        if assigned is not None:
+            return assigned
+        return self._fitted_record().arrays()[0]["class_weights"]
+
+    @class_weights_.setter
+    def class_weights_(self, value):
+        self._assign("class_weights_", value)
+
+    @property
+    def sharpness_history_(self):
+        """With ``sharpness_every``: epoch, dynamical, base, threshold."""
+        assigned = self._assigned("sharpness_history_")
+        if assigned is not None:
+            return assigned
+        return dict(self._fitted_record().arrays()[1])
+
+    @sharpness_history_.setter
+    def sharpness_history_(self, value):
+        self._assign("sharpness_history_", value)
+
     # ------------------------------------------------------------------ fitting
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the network on (X, y) for ``max_epochs`` epochs.
 
         Parameters
@@ -310,6 +612,10 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             Training data.
         y : array-like of shape (n_samples,)
             Class labels (any type ``np.unique`` can sort).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the samples: each sample's loss is weighted, and
+            the loss of a batch is divided by the batch's total weight, so that in
+            full-batch training integer weights train exactly as repeated rows would.
 
         Returns
         -------
@@ -317,10 +623,12 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             The fitted estimator.
         """
         continuing = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, y, continuing=continuing, epochs=self.max_epochs)
+        return self._fit(
+            X, y, sample_weight, continuing=continuing, epochs=self.max_epochs
+        )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one epoch on (X, y), continuing from the current state.
 
         Parameters
@@ -330,7 +638,10 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         y : array-like of shape (n_samples,)
             Class labels.
         classes : array-like of shape (n_classes,), default=None
-            All the classes that can appear in y. Required on the first call.
+            All the classes that can appear in y. Required on the first call; on later
+            calls it must be the same or None.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples (see :meth:`fit`).
 
         Returns
         -------
@@ -340,49 +651,140 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         continuing = hasattr(self, "net_")
         if not continuing and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
-        return self._fit(X, y, continuing=continuing, epochs=1, classes=classes)
+        return self._fit(
+            X, y, sample_weight, continuing=continuing, epochs=1, classes=classes
+        )
 
-    def _fit(self, X, y, *, continuing, epochs, classes=None):
-        # validate -> encode labels -> build -> train -> record
+    def _fit(self, X, y, sample_weight, *, continuing, epochs, classes=None):
+        # validate -> encode labels -> build -> train -> record, on a copy of the
+        # fitted state: the estimator changes only when the whole call succeeded.
+        before = dict(self.__dict__)
+        snapshot = None
         try:
-            X, y = self._validate_training_data(X, y, reset=not continuing)
-            y_encoded = self._encode_labels(y, continuing=continuing, classes=classes)
+            self._check_hyperparameters()
+            dtype = self._network_dtype() if continuing else self.dtype
+            X, y, sample_weight = self._validate_training_data(
+                X, y, sample_weight, reset=not continuing, dtype=dtype
+            )
+            y_encoded, classes_ = self._encode_labels(
+                y, continuing=continuing, classes=classes
+            )
+            device = self.device_ if continuing else _resolve_device(self.device)
             if continuing:
-                self._update_built(X.shape[1])
-            X_t, y_t = self._to_tensors(X, y_encoded, continuing=continuing)
+                snapshot = self._snapshot()
+                self._update_built()
+                net = self.net_
+            else:
+                net = self._build(X.shape[1], classes_, device)
+            X_train, y_train, w_train, valid = self._split(X, y_encoded, sample_weight)
+            data = self._to_tensors(X_train, y_train, w_train, device, dtype)
+            if valid is not None:
+                net.train_split = predefined_split(
+                    TensorData(*self._to_tensors(*valid, device, dtype)[:2])
+                )
             if not continuing:
-                self._build(X_t.shape[1])
+                self._check_module_output(net, data[0], len(classes_))
+            self._check_time(net, epochs)
+            interrupted = self._train(net, data, epochs=epochs)
+            state = self._fitted_state(net, data, classes_, continuing=continuing)
         except BaseException:
-            if not continuing:
-                # A failed fresh fit must not leave new classes_ beside an old net_,
-                # which would predict silently wrong labels: back to unfitted.
-                self._forget_fit()
+            if snapshot is not None:
+                self._restore(snapshot)
+            self.__dict__.clear()
+            self.__dict__.update(before)
             raise
-        self._train(X_t, y_t, epochs=epochs, static=epochs is not None and epochs > 1)
-        self._record(X_t, y_t)
+        if not continuing:
+            # A new fit replaces every fitted attribute of the last one (validate_data
+            # has just set n_features_in_ and feature_names_in_ for this one).
+            kept = ("n_features_in_", "feature_names_in_")
+            for key in [k for k in before if k.endswith("_") and k not in kept]:
+                if key not in state:
+                    self.__dict__.pop(key, None)
+        self.__dict__.update(state)
+        if interrupted:
+            warnings.warn(
+                f"Training interrupted by user after {self.n_iter_} epochs; the "
+                "estimator holds the network as it was at the end of the last step.",
+                UserWarning,
+                stacklevel=3,
+            )
         return self
 
     #: Hyperparameters that define what the first fit built (the network, its device,
-    #: dtype and optimizer class, the callbacks); a warm start cannot change them.
+    #: dtype, loss and optimizer class, the callbacks); a warm start cannot change them.
     _STRUCTURAL = (
         "module",
         "hidden_layer_sizes",
         "image_shape",
         "optimizer",
+        "loss",
         "device",
         "dtype",
         "callbacks",
-        "verbose",
+        "early_stopping",
+        "validation_fraction",
         "sharpness_every",
         "sharpness_max_samples",
     )
 
-    def _update_built(self, n_features):
+    def _check_hyperparameters(self):
+        """What ``_parameter_constraints`` cannot say, checked before anything runs."""
+        for name in ("amplitude", "period", "lr", "weight_decay", "tol"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise _invalid(name, "a finite number", value)
+        _hidden_sizes(self.hidden_layer_sizes)
+        if self.image_shape is not None:
+            shape = list(self.image_shape)
+            if not 2 <= len(shape) <= 3 or not all(
+                isinstance(s, Integral) and not isinstance(s, bool) and s >= 1
+                for s in shape
+            ):
+                raise _invalid(
+                    "image_shape",
+                    "None or a tuple (channels, height, width) or (height, width) of "
+                    "positive ints",
+                    self.image_shape,
+                )
+        for i, cb in enumerate(self.callbacks or []):
+            name, callback = (
+                cb if isinstance(cb, tuple) and len(cb) == 2 else (None, cb)
+            )
+            if not isinstance(callback, Callback):
+                raise _invalid(
+                    "callbacks",
+                    "a list of skorch callbacks or (name, callback) tuples",
+                    f"{type(cb).__name__} at position {i}",
+                )
+            if name is not None and (
+                not isinstance(name, str) or name in RESERVED_NAMES
+            ):
+                raise ValueError(
+                    f"callbacks[{i}] is named {name!r}, which the classifier uses for its "
+                    f"own callbacks ({', '.join(RESERVED_NAMES)}); choose another name."
+                )
+            try:
+                copy.deepcopy(callback)
+            except Exception as exc:
+                raise ValueError(
+                    f"callbacks[{i}] ({type(callback).__name__}) cannot be deep-copied, "
+                    "which the classifier does for every fit so that the hyperparameter "
+                    f"itself never changes: {exc}"
+                ) from exc
+            monitor = getattr(callback, "monitor", None)
+            needs_valid = isinstance(monitor, str) and monitor.startswith("valid_")
+            if needs_valid and not self.early_stopping:
+                raise ValueError(
+                    f"callbacks[{i}] ({type(callback).__name__}) monitors {monitor!r}, "
+                    "which needs a validation split: set early_stopping=True (with "
+                    "validation_fraction; n_iter_no_change=max_epochs leaves the "
+                    "stopping to the callback)."
+                )
+
+    def _update_built(self):
         """Carry hyperparameters changed since the network was built into it."""
-        built = getattr(self, "_built_params", None)
-        if built is None:
-            return
         params = self.get_params(deep=False)
+        built = self._built_params
         changed = [k for k in self._STRUCTURAL if not _same(params[k], built[k])]
         if changed:
             raise ValueError(
@@ -391,12 +793,12 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
                 "to build a new one."
             )
         net = self.net_
-        net.batch_size = self.batch_size
+        net.batch_size = int(self.batch_size)
         for group in net.optimizer_.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = float(self.lr)
             for key in ("momentum", "weight_decay"):
                 if key in group:
-                    group[key] = getattr(self, key)
+                    group[key] = float(getattr(self, key))
         criterion = net.criterion_
         criterion.amplitude = float(self.amplitude)
         criterion.period = float(self.period)
@@ -404,71 +806,160 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         criterion.order = self.order
         callbacks = dict(net.callbacks_)
         callbacks["loss_clock"].static_last_period = self.static_last_period
+        callbacks["progress_bar"].verbose = int(self.verbose)
         if "sharpness_tracker" in callbacks:
             callbacks["sharpness_tracker"].threshold = self._thresholds()
+        if "early_stopping" in callbacks:
+            callbacks["early_stopping"].patience = int(self.n_iter_no_change)
+            callbacks["early_stopping"].threshold = float(self.tol)
         self._built_params = params
 
-    def _forget_fit(self):
-        for name in [
-            k for k in vars(self) if k.endswith("_") and not k.startswith("__")
-        ]:
-            delattr(self, name)
+    def _snapshot(self):
+        """What a continuing call changes in the net, to put back if it fails."""
+        net = self.net_
+        callbacks = dict(net.callbacks_)
+        return {
+            "module": copy.deepcopy(net.module_.state_dict()),
+            "optimizer": copy.deepcopy(net.optimizer_.state_dict()),
+            "criterion": {
+                key: getattr(net.criterion_, key)
+                for key in ("amplitude", "period", "shape", "order", "time", "static")
+            },
+            "weights": net.criterion_.weights.clone(),
+            "generator": net.generator.get_state(),
+            "history": len(net.history),
+            "batch_size": net.batch_size,
+            "train_split": net.train_split,
+            "callbacks": {name: dict(vars(cb)) for name, cb in callbacks.items()},
+        }
 
-    def _validate_training_data(self, X, y, *, reset):
+    def _restore(self, snapshot):
+        net = self.net_
+        net.module_.load_state_dict(snapshot["module"])
+        net.optimizer_.load_state_dict(snapshot["optimizer"])
+        for key, value in snapshot["criterion"].items():
+            setattr(net.criterion_, key, value)
+        net.criterion_.weights.copy_(snapshot["weights"])
+        net.generator.set_state(snapshot["generator"])
+        del net.history[snapshot["history"] :]
+        net.batch_size = snapshot["batch_size"]
+        net.train_split = snapshot["train_split"]
+        for name, cb in net.callbacks_:
+            if name in snapshot["callbacks"]:
+                cb.__dict__.clear()
+                cb.__dict__.update(snapshot["callbacks"][name])
+
+    def _validate_training_data(self, X, y, sample_weight, *, reset, dtype):
         X, y = validate_data(
             self, X, y, reset=reset, dtype=(np.float64, np.float32), y_numeric=False
         )
         check_classification_targets(y)
-        return X, y
+        X = self._in_training_dtype(X, dtype)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+            if not sample_weight.any():
+                raise ValueError("sample_weight must not be all zeros.")
+            if np.all(sample_weight == sample_weight[0]):
+                # Equal weights are no weights: every batch's loss is the same mean.
+                sample_weight = None
+        return X, y, sample_weight
+
+    @staticmethod
+    def _in_training_dtype(X, dtype):
+        """X as the dtype the network computes in, checked to be finite there."""
+        dtype = np.dtype(dtype)
+        with np.errstate(over="ignore"):
+            X = np.asarray(X, dtype=dtype)
+        if not np.isfinite(X).all():
+            raise ValueError(
+                f"Input X contains infinity or a value too large for {dtype!r}, the "
+                "dtype the network computes in (use dtype='float64' or rescale X)."
+            )
+        return X
+
+    def _network_dtype(self):
+        net = self.__dict__.get("net_")
+        if net is not None:
+            # The dtype the network was built with (the dtype hyperparameter may have
+            # changed since; only a new fit applies it).
+            return str(net.criterion_.weights.dtype).removeprefix("torch.")
+        return self.dtype
 
     def _encode_labels(self, y, *, continuing, classes):
-        if not continuing:
-            self.classes_ = np.unique(y if classes is None else np.asarray(classes))
-            if len(self.classes_) < 2:
+        if continuing:
+            classes_ = self.classes_
+            if classes is not None:
+                given = np.unique(np.asarray(classes))
+                if not np.array_equal(given, classes_):
+                    raise ValueError(
+                        f"classes={given.tolist()!r} is not the same as on the first "
+                        f"call to partial_fit, was: {classes_.tolist()!r}."
+                    )
+            elif self.warm_start and not np.array_equal(np.unique(y), classes_):
+                raise ValueError(
+                    "warm_start can only be used where y has the same classes as in the "
+                    f"previous call to fit. Previously got {classes_}, y has "
+                    f"{np.unique(y)}."
+                )
+        else:
+            source = y if classes is None else np.asarray(classes)
+            if classes is not None:
+                check_classification_targets(source)
+                if source.dtype.kind == "f" and np.isnan(source).any():
+                    raise ValueError("classes must not contain NaN.")
+            classes_ = np.unique(source)
+            if len(classes_) < 2:
                 raise ValueError(
                     "DynamicalLossClassifier needs samples of at least 2 classes in the "
-                    f"data, but the data contain only one class: {self.classes_[0]!r}."
+                    f"data, but the data contain only one class: {classes_[0]!r}."
                 )
-        elif (
-            self.warm_start
-            and classes is None
-            and not np.array_equal(np.unique(y), self.classes_)
-        ):
-            raise ValueError(
-                "warm_start can only be used where y has the same classes as in the "
-                f"previous call to fit. Previously got {self.classes_}, y has "
-                f"{np.unique(y)}."
-            )
-        unseen = np.setdiff1d(y, self.classes_)
+        unseen = np.setdiff1d(y, classes_)
         if unseen.size:
             raise ValueError(
                 f"y contains labels {unseen.tolist()} that are not in classes_ "
-                f"{self.classes_.tolist()}."
+                f"{classes_.tolist()}."
             )
-        return np.searchsorted(self.classes_, y)
+        return np.searchsorted(classes_, y), classes_
 
-    def _to_tensors(self, X, y_encoded, *, continuing):
-        if not continuing:
-            self.device_ = _resolve_device(self.device)
-        dtype = _DTYPES[self.dtype]
-        if (
-            self.device_ == "cpu"
-            and X.flags.writeable
-            and X.flags.c_contiguous
-            and X.dtype == np.dtype(self.dtype)
-        ):
-            # Training only reads X: share the validated array instead of holding a
-            # second copy of the data for the whole fit.
-            X_t = torch.from_numpy(X)
-        else:
-            # torch.tensor copies; read-only (memory-mapped) inputs warn otherwise.
-            X_t = torch.tensor(X, dtype=dtype, device=self.device_)
-        y_t = torch.tensor(y_encoded, dtype=torch.long, device=self.device_)
-        return X_t, y_t
+    def _split(self, X, y, sample_weight):
+        """The training rows, and the validation rows held out for early stopping."""
+        if not self.early_stopping:
+            return X, y, sample_weight, None
+        seed = self._seeds[3]
+        idx = np.arange(len(X))
+        try:
+            train, valid = train_test_split(
+                idx,
+                test_size=self.validation_fraction,
+                stratify=y,
+                random_state=seed,
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping=True holds out validation_fraction="
+                f"{self.validation_fraction} of the {len(X)} training samples, "
+                f"stratified by class, which is not possible here: {exc}"
+            ) from exc
+        w = None if sample_weight is None else sample_weight[train]
+        return X[train], y[train], w, (X[valid], y[valid], None)
 
-    def _make_module(self, n_features, n_classes):
-        hidden = tuple(int(h) for h in np.atleast_1d(self.hidden_layer_sizes))
+    @staticmethod
+    def _to_tensors(X, y, sample_weight, device, dtype):
+        dtype = _DTYPES[dtype]
+        # torch.tensor copies: the network never sees (or edits) the caller's array.
+        X_t = torch.tensor(X, dtype=dtype, device=device)
+        y_t = torch.tensor(y, dtype=torch.long, device=device)
+        w_t = None
+        if sample_weight is not None:
+            w_t = torch.tensor(sample_weight, dtype=dtype, device=device)
+        return X_t, y_t, w_t
+
+    def _make_module(self, n_features, n_classes, device):
+        hidden = _hidden_sizes(self.hidden_layer_sizes)
         if self.module == "mlp":
+            self._check_size(MLP.n_parameters(n_features, n_classes, hidden), device)
             return MLP(n_features, n_classes, hidden)
         if self.module == "cnn":
             image_shape = self.image_shape
@@ -480,13 +971,12 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
                         f"{n_features} features are not a square image."
                     )
                 image_shape = (1, side, side)
-            if not 2 <= len(image_shape) <= 3 or n_image_features(image_shape) != (
-                n_features
-            ):
+            if n_image_features(image_shape) != n_features:
                 raise ValueError(
                     f"image_shape={tuple(image_shape)} does not match the {n_features}"
                     " features of each row of X: their product must equal n_features."
                 )
+            self._check_size(CNN.n_parameters(image_shape, n_classes, hidden), device)
             return CNN(image_shape, n_classes, hidden)
         if isinstance(self.module, torch.nn.Module):
             raise TypeError(
@@ -502,8 +992,24 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             )
         return net
 
-    def _make_optimizer(self):
-        cls = _OPTIMIZERS.get(self.optimizer, self.optimizer)
+    def _check_size(self, n_parameters, device):
+        """A clear error, not an allocation, for a network that cannot fit in memory."""
+        itemsize = torch.finfo(_DTYPES[self.dtype]).bits // 8
+        # Parameters, gradients and up to two optimizer moments.
+        needed = 4 * n_parameters * itemsize
+        available = _available_memory(device)
+        if n_parameters >= 2**40 or (available is not None and needed > available):
+            raise ValueError(
+                f"The network has {n_parameters:,} parameters and needs about "
+                f"{needed / 2**30:.1f} GiB to train (parameters, gradients and the "
+                f"optimizer's state in {self.dtype}), more than the "
+                + (f"{available / 2**30:.1f} GiB" if available else "memory")
+                + " available. Use smaller hidden_layer_sizes."
+            )
+
+    def _optimizer_spec(self, device):
+        named = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+        cls = named.get(self.optimizer, self.optimizer)
         if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
             raise TypeError(
                 "optimizer must be 'sgd', 'adam' or a torch.optim.Optimizer subclass, "
@@ -512,9 +1018,16 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         accepted = inspect.signature(cls).parameters
         kwargs = {}
         if "weight_decay" in accepted:
-            kwargs["optimizer__weight_decay"] = self.weight_decay
+            kwargs["optimizer__weight_decay"] = float(self.weight_decay)
         if "momentum" in accepted and cls is not torch.optim.RMSprop:
-            kwargs["optimizer__momentum"] = self.momentum
+            kwargs["optimizer__momentum"] = float(self.momentum)
+        if cls in named.values():
+            # torch's fastest kernel for the device: fused where torch has one (CPU and
+            # CUDA), else the multi-tensor one.
+            if "fused" in accepted and torch.device(device).type in ("cpu", "cuda"):
+                kwargs["optimizer__fused"] = True
+            elif "foreach" in accepted:
+                kwargs["optimizer__foreach"] = True
         return cls, kwargs
 
     def _thresholds(self):
@@ -524,164 +1037,280 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             return (2.0 + 2.0 * self.momentum) / self.lr
         return float("nan")
 
-    def _build(self, n_features):
-        n_classes = len(self.classes_)
-        rng = check_random_state(self.random_state)
-        init_seed, shuffle_seed, self._sharpness_seed = (
-            int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3)
-        )
+    def _build(self, n_features, classes_, device):
+        n_classes = len(classes_)
+        self._seeds = seeds = fit_seeds(self.random_state)
+        init_seed, shuffle_seed, sharpness_seed, _ = seeds
+        dtype = _DTYPES[self.dtype]
         with _INIT_LOCK, torch.random.fork_rng(devices=[]):
-            if self.device_ == "cpu":
-                # The CPU generator is all a module built on the CPU draws from;
-                # torch.manual_seed also queues seeds for absent accelerators (about
-                # half a millisecond per fit without CUDA).
+            if device == "cpu":
+                # The CPU generator is all a module built on the CPU draws from.
                 torch.default_generator.manual_seed(init_seed)
             else:
                 torch.manual_seed(init_seed)
-            module = self._make_module(n_features, n_classes)
-        module = module.to(dtype=_DTYPES[self.dtype])
-        criterion = DynamicalCrossEntropy(
+            module = self._make_module(n_features, n_classes, device)
+        module = module.to(dtype=dtype)
+        if not any(p.requires_grad for p in module.parameters()):
+            raise ValueError(
+                f"The module {type(module).__name__} has no trainable parameters."
+            )
+        criterion = DynamicalLoss(
             n_classes,
-            amplitude=self.amplitude,
-            period=self.period,
+            amplitude=float(self.amplitude),
+            period=float(self.period),
             shape=self.shape,
             order=self.order,
             random_state=shuffle_seed,
-        ).to(dtype=_DTYPES[self.dtype])
-        generator = torch.Generator().manual_seed(shuffle_seed)
+            base=self.loss,
+        ).to(dtype=dtype)
         callbacks = [
             ("loss_clock", LossClock(static_last_period=self.static_last_period)),
             ("divergence_guard", DivergenceGuard()),
+            ("progress_bar", ProgressBar(verbose=int(self.verbose))),
         ]
         if self.sharpness_every is not None:
             callbacks.append(
                 (
                     "sharpness_tracker",
                     SharpnessTracker(
-                        every=self.sharpness_every,
-                        max_samples=self.sharpness_max_samples,
+                        every=int(self.sharpness_every),
+                        max_samples=int(self.sharpness_max_samples),
                         threshold=self._thresholds(),
-                        random_state=self._sharpness_seed,
+                        random_state=sharpness_seed,
                     ),
                 )
             )
+        skorch_defaults = {
+            # The progress bar replaces skorch's per-epoch log and timer; the
+            # validation scores exist only with a validation split.
+            "callbacks__epoch_timer": None,
+            "callbacks__print_log": None,
+            # The clock records train_loss with the rest of the epoch's record.
+            "callbacks__train_loss": None,
+        }
+        if self.early_stopping:
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        monitor="valid_acc",
+                        lower_is_better=False,
+                        patience=int(self.n_iter_no_change),
+                        threshold=float(self.tol),
+                        threshold_mode="abs",
+                        load_best=True,
+                        sink=_silent,
+                    ),
+                )
+            )
+        else:
+            skorch_defaults.update(
+                callbacks__valid_loss=None, callbacks__valid_acc=None
+            )
         for i, cb in enumerate(copy.deepcopy(self.callbacks or [])):
             callbacks.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
-        if self.verbose:
-            from skorch.callbacks import EpochTimer, PrintLog
-
-            # The per-class weights are in class_weights_; one row each is unreadable.
-            log = PrintLog(keys_ignored=["class_weights"])
-            callbacks += [("epoch_timer", EpochTimer()), ("print_log", log)]
-        optimizer, optimizer_kwargs = self._make_optimizer()
-        self.net_ = DynamicalNet(
+        optimizer, optimizer_kwargs = self._optimizer_spec(device)
+        net = DynamicalNet(
             module=module,
             criterion=criterion,
             optimizer=optimizer,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            max_epochs=self.max_epochs,
+            lr=float(self.lr),
+            batch_size=int(self.batch_size),
+            max_epochs=int(self.max_epochs),
             train_split=None,
             callbacks=callbacks,
-            device=self.device_,
-            generator=generator,
-            # PrintLog prints only when the net itself is verbose.
-            verbose=self.verbose,
+            device=device,
+            generator=torch.Generator().manual_seed(shuffle_seed),
+            verbose=0,
+            **skorch_defaults,
             **optimizer_kwargs,
         )
-        self.net_.initialize()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            net.initialize()
         self._built_params = self.get_params(deep=False)
+        return net
 
-    def _train(self, X_t, y_t, *, epochs, static):
-        if static and self.static_last_period and self.period >= epochs:
+    def _check_module_output(self, net, X_t, n_classes):
+        """A custom module's output, checked once on a small batch before training."""
+        module = net.module_
+        name = type(module).__name__
+        sample = X_t[: min(2, len(X_t))].clone()
+        was_training = module.training
+        try:
+            # Eval mode: no dropout draw and no batch-norm statistics updated before
+            # training starts.
+            with torch.enable_grad(), torch.inference_mode(False):
+                module.eval()
+                out = module(sample)
+        except Exception as exc:
+            raise ValueError(
+                f"The module {name} failed on a batch of shape {tuple(sample.shape)} "
+                f"({X_t.dtype}, {X_t.device}): {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            module.train(was_training)
+        problem = None
+        if not isinstance(out, torch.Tensor):
+            problem = f"returned {type(out).__name__}, not a tensor"
+        elif out.shape != (len(sample), n_classes):
+            problem = (
+                f"returned shape {tuple(out.shape)} for {len(sample)} rows, not "
+                f"({len(sample)}, {n_classes}) (one output per class)"
+            )
+        elif not out.is_floating_point():
+            problem = f"returned {out.dtype}, not a floating-point tensor"
+        elif out.device != X_t.device:
+            problem = f"returned a tensor on {out.device}, not on {X_t.device}"
+        elif not out.requires_grad:
+            problem = (
+                "returned a tensor that is not attached to the autograd graph of its "
+                "parameters (detached, or computed without gradients)"
+            )
+        elif not torch.isfinite(out).all():
+            problem = "returned non-finite values (NaN or inf) at initialisation"
+        if problem:
+            raise ValueError(f"The module {name} {problem}.")
+
+    def _check_time(self, net, epochs):
+        """Extreme periods fail here, before training, not deep in the schedule."""
+        history = net.history
+        start = history[-1].get("loss_time", 0.0) if len(history) else 0.0
+        periods = (start + epochs) / float(self.period)
+        if not math.isfinite(periods) or periods >= 2.0**52:
+            raise _invalid(
+                "period",
+                f"large enough that the fit's {start + epochs:g} epochs span fewer than "
+                "2**52 periods (the clock counts periods exactly)",
+                self.period,
+            )
+
+    def _train(self, net, data, *, epochs):
+        """Train ``epochs`` epochs; returns whether Ctrl-C ended training early."""
+        X_t, y_t, w_t = data
+        period, full = float(self.period), epochs > 1
+        if full and self.static_last_period and period >= epochs:
             warnings.warn(
                 f"period={self.period} >= max_epochs={epochs} with "
-                "static_last_period=True: the whole fit trains with plain "
-                "cross-entropy. Use more epochs, a shorter period, or "
-                "static_last_period=False.",
+                "static_last_period=True: the whole fit trains with the plain "
+                f"{self.loss if isinstance(self.loss, str) else 'base'} loss "
+                + ("(plain cross-entropy). " if self.loss == "cross_entropy" else ". ")
+                + "Use more epochs, a shorter period, or static_last_period=False.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        callbacks = dict(self.net_.callbacks_)
-        callbacks["loss_clock"].epochs = epochs if static else None
-        if "sharpness_tracker" in callbacks:
-            callbacks["sharpness_tracker"].set_data(X_t, y_t)
+        callbacks = dict(net.callbacks_)
+        clock = callbacks["loss_clock"]
+        clock.epochs = epochs if full else None
+        callbacks["progress_bar"].epochs = epochs if full else None
+        tracker = callbacks.get("sharpness_tracker")
+        if tracker is not None:
+            tracker.set_data(X_t, y_t, w_t)
+        X = X_t if w_t is None else {"X": X_t, "sample_weight": w_t}
         try:
-            self.net_.partial_fit(X_t, y_t, epochs=epochs)
+            # Training needs autograd whatever the caller's context.
+            with (
+                torch.enable_grad(),
+                torch.inference_mode(False),
+                _stop_on_interrupt(clock),
+            ):
+                net.partial_fit(X, y_t, epochs=epochs)
+        except KeyError as exc:
+            key = exc.args[0] if exc.args else ""
+            if isinstance(key, str) and "valid" in key:
+                raise ValueError(
+                    f"A callback needs {key!r}, which exists only with a validation "
+                    "split: set early_stopping=True."
+                ) from exc
+            raise
         finally:
-            if "sharpness_tracker" in callbacks:
-                callbacks["sharpness_tracker"].set_data(None, None)
-        self.diverged_ = callbacks["divergence_guard"].diverged_
+            if tracker is not None:
+                tracker.set_data(None, None)
+        return clock.stop_requested
 
-    def _record(self, X_t, y_t):
-        history = self.net_.history
-        self.module_ = self.net_.module_
-        self.n_iter_ = len(history)
-        rows = list.__getitem__(history, slice(None))
-        self.loss_curve_ = [row["train_loss"] for row in rows]
-        self.class_weights_ = np.array(
-            [row["class_weights"] for row in rows], dtype=float
-        ).reshape(len(rows), len(self.classes_))
-        self.dynamics_ = {
-            "epoch": np.arange(1, len(rows) + 1),
-            "time": np.array([row["loss_time"] for row in rows], dtype=float),
-            "loss": np.array(self.loss_curve_, dtype=float),
-            "cross_entropy": np.array(
-                [row["train_cross_entropy"] for row in rows], dtype=float
-            ),
-            "accuracy": np.array([row["train_accuracy"] for row in rows], dtype=float),
-            "class_weights": self.class_weights_,
-        }
-        tracked = [row for row in rows if "sharpness_dynamical" in row]
-        self.sharpness_history_ = {
-            "epoch": np.array([row["epoch"] for row in tracked], dtype=int),
-            "dynamical": np.array([row["sharpness_dynamical"] for row in tracked]),
-            "cross_entropy": np.array(
-                [row["sharpness_cross_entropy"] for row in tracked]
-            ),
-            "threshold": np.array([row["stability_threshold"] for row in tracked]),
+    def _fitted_state(self, net, data, classes_, *, continuing):
+        """The fitted attributes of the call, in a dict (nothing is set yet)."""
+        X_t, y_t, w_t = data
+        state = {
+            "classes_": classes_,
+            "net_": net,
+            "module_": net.module_,
+            "device_": str(net.device),
+            "n_iter_": len(net.history),
+            "diverged_": dict(net.callbacks_)["divergence_guard"].diverged_,
         }
         if self.compute_sharpness:
-            self._compute_sharpness(X_t, y_t)
+            state.update(self._compute_sharpness(net.module_, data))
         else:
-            self.sharpness_ = float("nan")
-            self.sharpness_info_ = {}
+            state["sharpness_"] = float("nan")
+            state["sharpness_info_"] = {}
+        # Last, so that nothing can fail after the record has grown: the record grows
+        # by appending the call's epochs (a new fit starts a new one).
+        record = self._epochs if continuing else _Record(len(classes_), self.loss)
+        n_before = len(record)
+        try:
+            record.sync(net.history)
+        except BaseException:
+            record.truncate(n_before)
+            raise
+        state["_epochs"] = record
+        if self.early_stopping:
+            state["validation_scores_"] = list(record.validation)
+            state["best_validation_score_"] = (
+                max(record.validation) if record.validation else None
+            )
+        else:
+            state["validation_scores_"] = None
+            state["best_validation_score_"] = None
+        return state
 
-    def _compute_sharpness(self, X_t, y_t):
+    def _compute_sharpness(self, module, data):
+        X_t, y_t, w_t = data
         idx = SharpnessTracker.subsample(
-            len(X_t), self.sharpness_max_samples, self._sharpness_seed
+            len(X_t), int(self.sharpness_max_samples), self._seeds[2]
         )
-        Xs, ys = (X_t, y_t) if idx is None else (X_t[idx], y_t[idx])
+        if idx is not None:
+            idx = idx.to(X_t.device)
+            X_t, y_t = X_t[idx], y_t[idx]
+            w_t = None if w_t is None else w_t[idx]
         result = hessian_eigenvalues(
-            self.module_,
-            torch.nn.functional.cross_entropy,
-            Xs,
-            ys,
+            module,
+            weighted_mean_loss(self.loss, w_t),
+            X_t,
+            y_t,
             k=1,
             tol=SharpnessTracker.tol,
-            random_state=self._sharpness_seed,
+            random_state=self._seeds[2],
         )
-        self.sharpness_ = float(result.eigenvalues[0])
-        self.sharpness_info_ = {
-            "n_samples": len(Xs),
-            "n_matvec": int(result.n_matvec),
-            "residual": float(result.residuals[0]),
-            "converged": bool(result.converged),
+        return {
+            "sharpness_": float(result.eigenvalues[0]),
+            "sharpness_info_": {
+                "n_samples": len(X_t),
+                "n_matvec": int(result.n_matvec),
+                "residual": float(result.residuals[0]),
+                "converged": bool(result.converged),
+            },
         }
 
     # --------------------------------------------------------------- prediction
 
-    def _logits(self, X):
+    def _outputs(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        # The dtype the network was built with (the dtype hyperparameter may have
-        # changed since; only a new fit applies it).
-        dtype = self.net_.criterion_.weights.dtype
-        X_t = torch.tensor(X, dtype=dtype, device=self.device_)
-        return self.net_.forward(X_t, training=False, device=self.device_)
+        dtype = self._network_dtype()
+        X = self._in_training_dtype(X, dtype)
+        X_t = torch.tensor(X, dtype=_DTYPES[dtype], device=self.device_)
+        with torch.inference_mode():
+            out = self.net_.forward(X_t, training=False, device=self.device_)
+        if not torch.isfinite(out).all():
+            raise ValueError(
+                "The network's outputs are not finite for some rows of X (NaN or "
+                "infinity): the inputs are far outside the range it was trained on."
+            )
+        return out
 
     def predict_proba(self, X):
-        """Class probabilities (softmax of the network's logits).
+        """Class probabilities: the softmax of the network's outputs.
 
         Parameters
         ----------
@@ -693,9 +1322,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities in the order of ``classes_``.
         """
-        logits = self._logits(X)
         # Softmax in float64, so that rows sum to one to double precision.
-        return torch.softmax(logits.to(torch.float64), dim=1).cpu().numpy()
+        return torch.softmax(self._outputs(X).to(torch.float64), dim=1).cpu().numpy()
 
     def predict(self, X):
         """Predict class labels.
@@ -710,5 +1338,10 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         y : ndarray of shape (n_samples,)
             Labels from ``classes_`` (the original labels, of their original type).
         """
-        indices = self._logits(X).argmax(dim=1).cpu().numpy()
+        indices = self._outputs(X).argmax(dim=1).cpu().numpy()
         return self.classes_[indices]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags

@@ -1,25 +1,149 @@
-"""The dynamical cross-entropy, a torch.nn.Module usable in any PyTorch or skorch loop."""
+"""The dynamical loss: a pure function, and a thin torch module around it.
+
+:func:`dynamical_loss` computes
+
+.. math:: F(t) = \\frac{1}{P} \\sum_{\\mu} \\Gamma_{y_\\mu}(t)\\, \\ell(f(x_\\mu), y_\\mu)
+
+from the network's outputs, the targets and the weights Gamma (which
+:func:`~skdynloss.class_weights` computes), for a base loss ``ell``: cross-entropy (the
+paper's), squared error against one-hot targets (Lavin and Ruiz-Garcia, 2024,
+:arxiv:`2410.10690`), or any callable returning per-sample losses. It is a plain mean
+over samples (or, with sample weights ``s``, ``sum s Gamma ell / sum s``), never
+torch's weight-normalised mean, which would divide the tilt out.
+
+:class:`DynamicalLoss` holds the schedule's parameters and a time, moved by
+:meth:`~DynamicalLoss.set_time`; its forward pass is ``dynamical_loss(outputs, y,
+class_weights(time))``. Nothing else is kept between calls.
+"""
 
 import numbers
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._schedules import ORDERS, SHAPES, class_weights, focus_class, focus_weight
-from ._schedules import normalise_weights as _normalise
+from ._schedules import ORDERS, SHAPES, class_weights
+
+BASE_LOSSES = ("cross_entropy", "squared_error")
 
 
-class DynamicalCrossEntropy(torch.nn.Module):
-    """Cross-entropy with oscillating class weights (a dynamical loss function).
+def cross_entropy(outputs, y):
+    """Per-sample cross-entropy of logits ``outputs`` (..., P, C) and targets (..., P)."""
+    if outputs.ndim == 2:
+        return F.cross_entropy(outputs, y, reduction="none")
+    log_probs = torch.log_softmax(outputs, dim=-1)
+    return -log_probs.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+
+
+def squared_error(outputs, y):
+    """Per-sample ``(1/C) sum_j (f_j - delta_{j, y})^2`` of outputs against one-hot y.
+
+    With all weights 1 its mean over the batch is torch's ``mse_loss(outputs,
+    one_hot(y))``.
+    """
+    one_hot = F.one_hot(y, outputs.shape[-1]).to(outputs.dtype)
+    return (outputs - one_hot).square().mean(dim=-1)
+
+
+_BASES = {"cross_entropy": cross_entropy, "squared_error": squared_error}
+
+
+def base_loss_function(base):
+    """The per-sample base loss ``(outputs, y) -> losses`` that ``base`` names."""
+    if callable(base):
+        return base
+    try:
+        return _BASES[base]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"loss must be one of {BASE_LOSSES} or a callable, got {base!r}."
+        ) from None
+
+
+def per_sample_losses(outputs, y, base="cross_entropy"):
+    """The base loss of every sample, checked to have the shape of ``y``."""
+    losses = base_loss_function(base)(outputs, y)
+    if not isinstance(losses, torch.Tensor) or losses.shape != y.shape:
+        raise ValueError(
+            f"The loss callable {base!r} must return one loss per sample, a tensor of "
+            f"shape {tuple(y.shape)}; got "
+            f"{tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__}."
+        )
+    return losses
+
+
+def dynamical_loss(outputs, y, gamma, *, base="cross_entropy", sample_weight=None):
+    """The dynamical loss of a batch: the mean of ``Gamma_{y_mu} * loss_mu``.
+
+    Parameters
+    ----------
+    outputs : torch.Tensor of shape (..., P, C)
+        The network's outputs (logits for cross-entropy). Leading dimensions index
+        models trained together.
+    y : torch.Tensor of shape (..., P)
+        Class indices.
+    gamma : torch.Tensor of shape (..., C)
+        Class weights (:func:`~skdynloss.class_weights`), on the device of ``outputs``.
+    base : {"cross_entropy", "squared_error"} or callable, default="cross_entropy"
+        The base loss; a callable ``base(outputs, y)`` returns per-sample losses of
+        the shape of ``y``.
+    sample_weight : torch.Tensor of shape (..., P), default=None
+        Non-negative sample weights: the loss is then ``sum s Gamma loss / sum s``, so
+        that integer weights count as repeated rows.
+
+    Returns
+    -------
+    loss : torch.Tensor of shape (...)
+        A scalar for one model.
+    """
+    return weighted_mean(
+        per_sample_losses(outputs, y, base), y, gamma, sample_weight=sample_weight
+    )
+
+
+def weighted_mean(losses, y, gamma, *, sample_weight=None):
+    """``mean_mu Gamma_{y_mu} losses_mu`` (with sample weights: ``sum s Gamma l / sum
+    s``): the second half of :func:`dynamical_loss`, for per-sample losses computed
+    already."""
+    # Gamma_{y_mu}: the weight of each sample's own class.
+    if gamma.ndim == 1:
+        weights = gamma[y]
+    else:
+        weights = gamma.gather(-1, y)
+    weighted = weights * losses
+    if sample_weight is None:
+        # A plain mean over the P samples (not torch's mean normalised by the weights,
+        # which would cancel the tilt).
+        return weighted.mean(dim=-1)
+    total = sample_weight.sum(dim=-1)
+    # A batch whose weights are all zero contributes nothing (and no NaN).
+    return (sample_weight * weighted).sum(dim=-1) / total.clamp_min(
+        torch.finfo(total.dtype).tiny
+    )
+
+
+def _check_schedule(n_classes, amplitude, period, shape, order):
+    if not isinstance(n_classes, numbers.Integral) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}.")
+    if not (isinstance(amplitude, numbers.Real) and amplitude >= 1):
+        raise ValueError(f"amplitude must be a number >= 1, got {amplitude!r}.")
+    if not (isinstance(period, numbers.Real) and period > 0):
+        raise ValueError(f"period must be a number > 0, got {period!r}.")
+    if not callable(shape) and shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES} or a callable, got {shape!r}.")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
+
+
+class DynamicalLoss(torch.nn.Module):
+    """A loss with oscillating class weights (a dynamical loss function).
 
     At time ``t`` the loss of a batch of P samples is
 
-    .. math:: F(t) = \\frac{1}{P} \\sum_{\\mu} \\Gamma_{y_\\mu}(t)\\, CE(f(x_\\mu), y_\\mu),
+    .. math:: F(t) = \\frac{1}{P} \\sum_{\\mu} \\Gamma_{y_\\mu}(t)\\, \\ell(f(x_\\mu), y_\\mu),
 
-    a plain mean of the weighted per-sample losses, where the weights
-    :math:`\\Gamma_i(t)` emphasise one class at a time and always sum to the number of
-    classes C. This is *not* ``torch.nn.functional.cross_entropy(weight=...)`` with its
+    a plain mean of the weighted per-sample losses of a base loss ``ell``, where the
+    weights :math:`\\Gamma_i(t)` emphasise one class at a time and always sum to the
+    number of classes C. This is *not* torch's ``cross_entropy(weight=...)`` with its
     default mean, which divides by the sum of the weights of the batch's targets and so
     cancels the tilt whenever a batch is dominated by one class.
 
@@ -28,8 +152,8 @@ class DynamicalCrossEntropy(torch.nn.Module):
     n_classes : int
         Number of classes C (targets are class indices ``0 .. C-1``).
     amplitude : float, default=10.0
-        Peak raw weight A >= 1 of the class in focus. ``amplitude=1`` is plain
-        cross-entropy for every shape.
+        Peak raw weight A >= 1 of the class in focus. ``amplitude=1`` is the plain base
+        loss for every shape.
     period : float, default=10.0
         Length T of the time spent on each class, in the unit of :meth:`set_time`
         (epochs, when driven by :class:`~skdynloss.DynamicalLossClassifier`).
@@ -43,6 +167,9 @@ class DynamicalCrossEntropy(torch.nn.Module):
         paper; ``"random"`` visits every class once per cycle in a seeded random order.
     random_state : int, default=0
         Seed of ``order="random"``.
+    base : {"cross_entropy", "squared_error"} or callable, default="cross_entropy"
+        The base loss. ``"squared_error"`` is ``(1/C) sum_j (f_j - delta_{j,y})^2`` on
+        the outputs; a callable ``base(outputs, y)`` returns per-sample losses.
 
     Attributes
     ----------
@@ -52,7 +179,209 @@ class DynamicalCrossEntropy(torch.nn.Module):
     time : float
         The current time set by :meth:`set_time`.
     static : bool
-        When True the loss is plain cross-entropy (all weights 1) whatever the time.
+        When True the loss is the plain base loss (all weights 1) whatever the time.
+
+    See Also
+    --------
+    DynamicalCrossEntropy : this loss with the cross-entropy base.
+    dynamical_loss : the pure function behind :meth:`forward`.
+    class_weights : the weights Gamma_i(t).
+
+    References
+    ----------
+    Ruiz-Garcia, M., Zhang, G., Schoenholz, S. S. and Liu, A. J. "Tilting the playing
+    field: Dynamical loss functions for machine learning", ICML 2021,
+    :arxiv:`2102.03793`.
+    """
+
+    def __init__(
+        self,
+        n_classes,
+        amplitude=10.0,
+        period=10.0,
+        shape="triangle",
+        order="cyclic",
+        random_state=0,
+        base="cross_entropy",
+    ):
+        super().__init__()
+        _check_schedule(n_classes, amplitude, period, shape, order)
+        base_loss_function(base)
+        self.n_classes = int(n_classes)
+        self.amplitude = float(amplitude)
+        self.period = float(period)
+        self.shape = shape
+        self.order = order
+        self.random_state = int(random_state)
+        self.base = base
+        # The clock, in a plain dict: it changes at every optimizer step, and
+        # nn.Module.__setattr__ costs microseconds.
+        self._clock = {"time": 0.0, "static": False}
+        self.register_buffer("weights", torch.ones(self.n_classes))
+
+    @property
+    def time(self):
+        """The current time, as set by :meth:`set_time`."""
+        return self._clock["time"]
+
+    @time.setter
+    def time(self, value):
+        self._clock["time"] = float(value)
+
+    @property
+    def static(self):
+        """Whether the loss is currently the plain base loss (set by :meth:`set_time`)."""
+        return self._clock["static"]
+
+    @static.setter
+    def static(self, value):
+        self._clock["static"] = bool(value)
+
+    def weights_at(self, t, *, static=False):
+        """Return the weights Gamma_i(t) at time ``t`` (the clock does not move).
+
+        Parameters
+        ----------
+        t : float
+            Time.
+        static : bool, default=False
+            When True, all ones (the plain base loss).
+
+        Returns
+        -------
+        weights : torch.Tensor of shape (n_classes,)
+            On the device and in the dtype of ``weights``; they sum to ``n_classes``.
+        """
+        gamma = self._gamma(float(t), bool(static))
+        return torch.from_numpy(gamma).to(self.weights.dtype).to(self.weights.device)
+
+    def _gamma(self, t, static):
+        """Gamma at ``t`` in float64 (numpy), from the one function that computes it."""
+        return class_weights(
+            t,
+            n_classes=self.n_classes,
+            amplitude=self.amplitude,
+            period=self.period,
+            shape=self.shape,
+            order=self.order,
+            seed=self.random_state,
+            static=static,
+        )
+
+    def weights_table(self, times, static=None):
+        """Weights at many times at once: what :meth:`set_time` would apply at each.
+
+        Parameters
+        ----------
+        times : array-like of float, shape (K,)
+        static : array-like of bool, shape (K,), default=None
+            Times at which the loss is the plain base loss (weights 1).
+
+        Returns
+        -------
+        table : ndarray of shape (K, n_classes), float64
+        """
+        return class_weights(
+            times,
+            n_classes=self.n_classes,
+            amplitude=self.amplitude,
+            period=self.period,
+            shape=self.shape,
+            order=self.order,
+            seed=self.random_state,
+            static=False if static is None else static,
+        ).reshape(-1, self.n_classes)
+
+    def set_time(self, t, *, static=None):
+        """Set the clock to ``t`` and update ``weights`` in place.
+
+        Parameters
+        ----------
+        t : float
+            Time.
+        static : bool, default=None
+            When True, use the plain base loss (all weights 1) whatever the time; the
+            classifier sets it for the last period of a fit, as in the paper. None keeps
+            the current setting.
+
+        Returns
+        -------
+        weights : list of float
+            The weights now applied.
+        """
+        clock = self._clock
+        clock["time"] = t = float(t)
+        if static is not None:
+            clock["static"] = bool(static)
+        gamma = self._gamma(t, clock["static"])
+        # In place, so the buffer stays where .to() put it. A graph built before keeps
+        # the weights it was built with: forward gathers Gamma_y into a new tensor.
+        self.weights.copy_(torch.from_numpy(gamma))
+        return gamma.tolist()
+
+    def reduce(self, losses, target, sample_weight=None):
+        """The dynamical loss from per-sample base losses computed already."""
+        return weighted_mean(
+            losses, target, self.weights.to(losses.dtype), sample_weight=sample_weight
+        )
+
+    def forward(self, outputs, target, sample_weight=None):
+        """The dynamical loss of a batch at the current time.
+
+        Parameters
+        ----------
+        outputs : torch.Tensor of shape (P, n_classes)
+            The network's outputs (logits for cross-entropy).
+        target : torch.Tensor of shape (P,)
+            Class indices.
+        sample_weight : torch.Tensor of shape (P,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            A scalar.
+        """
+        return dynamical_loss(
+            outputs,
+            target,
+            self.weights.to(outputs.dtype),
+            base=self.base,
+            sample_weight=sample_weight,
+        )
+
+    def extra_repr(self):
+        return (
+            f"n_classes={self.n_classes}, amplitude={self.amplitude:g}, "
+            f"period={self.period:g}, shape={self.shape!r}, order={self.order!r}, "
+            f"base={self.base!r}"
+        )
+
+
+class DynamicalCrossEntropy(DynamicalLoss):
+    """Cross-entropy with oscillating class weights (a dynamical loss function).
+
+    At time ``t`` the loss of a batch of P samples is
+
+    .. math:: F(t) = \\frac{1}{P} \\sum_{\\mu} \\Gamma_{y_\\mu}(t)\\, CE(f(x_\\mu), y_\\mu),
+
+    the paper's loss: :class:`DynamicalLoss` with the cross-entropy base. See
+    :class:`DynamicalLoss` for the parameters and attributes.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of classes C (targets are class indices ``0 .. C-1``).
+    amplitude : float, default=10.0
+        Peak raw weight A >= 1 of the class in focus; 1 is plain cross-entropy.
+    period : float, default=10.0
+        Length T of the time spent on each class.
+    shape : {"triangle", "sine"} or callable, default="triangle"
+        Raw weight of the focus class over one period.
+    order : {"cyclic", "random"}, default="cyclic"
+        Order in which the classes take the focus.
+    random_state : int, default=0
+        Seed of ``order="random"``.
 
     See Also
     --------
@@ -86,258 +415,12 @@ class DynamicalCrossEntropy(torch.nn.Module):
         order="cyclic",
         random_state=0,
     ):
-        super().__init__()
-        if not isinstance(n_classes, numbers.Integral) or n_classes < 1:
-            raise ValueError(
-                f"n_classes must be a positive integer, got {n_classes!r}."
-            )
-        if not (isinstance(amplitude, numbers.Real) and amplitude >= 1):
-            raise ValueError(f"amplitude must be a number >= 1, got {amplitude!r}.")
-        if not (isinstance(period, numbers.Real) and period > 0):
-            raise ValueError(f"period must be a number > 0, got {period!r}.")
-        if not callable(shape) and shape not in SHAPES:
-            raise ValueError(
-                f"shape must be one of {SHAPES} or a callable, got {shape!r}."
-            )
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
-        self.n_classes = int(n_classes)
-        self.amplitude = float(amplitude)
-        self.period = float(period)
-        self.shape = shape
-        self.order = order
-        self.random_state = int(random_state)
-        # Hot-path state lives in a plain dict: nn.Module.__setattr__ costs microseconds,
-        # and these change at every optimizer step.
-        self._clock = {
-            "time": 0.0,
-            "static": False,
-            "applied": None,
-            "last_ce": None,
-            "scaled": None,
-        }
-        self.register_buffer("weights", torch.ones(self.n_classes))
-
-    @property
-    def time(self):
-        """The current time, as set by :meth:`set_time`."""
-        return self._clock["time"]
-
-    @property
-    def static(self):
-        """Whether the loss is currently plain cross-entropy (set by :meth:`set_time`)."""
-        return self._clock["static"]
-
-    @property
-    def last_log_probs(self):
-        """``(log_probs, target)`` of the last forward pass, detached (or None).
-
-        Lets a training loop record plain cross-entropy and accuracy next to the
-        weighted loss without a second forward pass.
-        """
-        return self._clock["last_ce"]
-
-    def _weights_list(self, t, static=False):
-        if static or self.amplitude == 1.0 or self.n_classes == 1:
-            return [1.0] * self.n_classes
-        c = focus_class(
-            t,
-            n_classes=self.n_classes,
-            period=self.period,
-            order=self.order,
-            seed=self.random_state,
+        super().__init__(
+            n_classes,
+            amplitude=amplitude,
+            period=period,
+            shape=shape,
+            order=order,
+            random_state=random_state,
+            base="cross_entropy",
         )
-        w = focus_weight(
-            t, amplitude=self.amplitude, period=self.period, shape=self.shape
-        )
-        return _normalise(w, c, self.n_classes)
-
-    def weights_at(self, t):
-        """Return the weights Gamma_i(t) at time ``t`` (ignores ``static``).
-
-        Parameters
-        ----------
-        t : float
-            Time.
-
-        Returns
-        -------
-        weights : torch.Tensor of shape (n_classes,)
-            On the device and in the dtype of ``weights``; they sum to ``n_classes``.
-        """
-        return torch.tensor(
-            self._weights_list(float(t)),
-            dtype=self.weights.dtype,
-            device=self.weights.device,
-        )
-
-    def set_time(self, t, *, static=None):
-        """Set the clock to ``t`` and update ``weights`` in place.
-
-        Parameters
-        ----------
-        t : float
-            Time.
-        static : bool, default=None
-            When True, use plain cross-entropy (all weights 1) whatever the time; the
-            classifier sets it for the last period of a fit, as in the paper. None keeps
-            the current setting.
-
-        Returns
-        -------
-        weights : list of float
-            The weights now applied.
-        """
-        clock = self._clock
-        clock["time"] = float(t)
-        if static is not None:
-            clock["static"] = bool(static)
-        gamma = self._weights_list(clock["time"], clock["static"])
-        # Copy only when the weights change: plain cross-entropy phases cost nothing.
-        if gamma != clock["applied"]:
-            weights = self._buffers["weights"]
-            view = self._numpy_view(weights)
-            if view is not None:
-                # Write through numpy: no torch dispatch at every optimizer step.
-                view[:] = gamma
-            else:
-                weights.copy_(
-                    torch.tensor(gamma, dtype=weights.dtype), non_blocking=True
-                )
-            clock["applied"] = gamma
-            clock["scaled"] = None
-        return gamma
-
-    def _numpy_view(self, weights):
-        """A numpy view of the weights buffer on the CPU (cached), else None."""
-        clock = self._clock
-        # Keyed by the buffer's address: .to(), load_state_dict, deepcopy and
-        # unpickling all give a new one.
-        ptr = weights.data_ptr()
-        if clock.get("view_ptr") != ptr:
-            cpu = weights.device.type == "cpu" and not weights.requires_grad
-            clock["view"] = weights.numpy() if cpu else None
-            clock["view_ptr"] = ptr
-        return clock["view"]
-
-    def weights_table(self, times, static=None):
-        """Weights at many times at once: what :meth:`set_time` would apply at each.
-
-        Parameters
-        ----------
-        times : array-like of float, shape (K,)
-        static : array-like of bool, shape (K,), default=None
-            Times at which the loss is plain cross-entropy (weights 1).
-
-        Returns
-        -------
-        table : ndarray of shape (K, n_classes), float64
-        """
-        times = np.asarray(times, dtype=float)
-        if self.n_classes == 1:
-            return np.ones((times.size, 1))
-        table = class_weights(
-            times,
-            n_classes=self.n_classes,
-            amplitude=self.amplitude,
-            period=self.period,
-            shape=self.shape,
-            order=self.order,
-            seed=self.random_state,
-        ).reshape(times.size, self.n_classes)
-        if static is not None:
-            table[np.asarray(static, dtype=bool)] = 1.0
-        return table
-
-    def _set_scheduled(self, t, static, gamma, gamma_tensor, scaled, n):
-        """Set the time with weights computed ahead (by a training loop).
-
-        ``gamma`` is a numpy row of :meth:`weights_table` in the buffer's dtype,
-        ``gamma_tensor`` the same row on the buffer's device (used off the CPU), and
-        ``scaled`` the row divided by the coming batch size ``n``, in the loss's dtype:
-        a tensor never written to afterwards, which forward uses as is.
-        """
-        clock = self._clock
-        clock["time"] = t
-        clock["static"] = static
-        weights = self._buffers["weights"]
-        view = self._numpy_view(weights)
-        if view is not None:
-            view[:] = gamma
-        else:
-            weights.copy_(gamma_tensor, non_blocking=True)
-        clock["applied"] = None
-        key = (n, scaled.dtype, weights.data_ptr(), _version(weights))
-        clock["scaled"] = (key, scaled)
-
-    def forward(self, logits, target):
-        """Weighted cross-entropy: the plain mean of ``Gamma_y * CE`` over the batch.
-
-        Parameters
-        ----------
-        logits : torch.Tensor of shape (P, n_classes)
-            Unnormalised scores.
-        target : torch.Tensor of shape (P,)
-            Class indices.
-
-        Returns
-        -------
-        loss : torch.Tensor
-            A scalar.
-        """
-        log_probs = F.log_softmax(logits, dim=1)
-        # Kept (detached) so that a training loop can record plain cross-entropy
-        # without a second forward pass.
-        self._clock["last_ce"] = (log_probs.detach(), target)
-        # sum_mu (Gamma_{y_mu} / P) CE_mu: the plain mean of the weighted per-sample
-        # losses in one fused kernel, with 1/P folded into the weights (no division
-        # node in the graph). reduction="sum" does not normalise by the weights (only
-        # reduction="mean" would divide by sum_mu Gamma_{y_mu}).
-        return F.nll_loss(
-            log_probs,
-            target,
-            weight=self._scaled_weights(target.shape[0], log_probs.dtype),
-            reduction="sum",
-        )
-
-    def _scaled_weights(self, n, dtype):
-        """``weights / n`` in ``dtype``, cached until the weights, n or dtype change."""
-        weights = self._buffers["weights"]
-        key = (n, dtype, weights.data_ptr(), _version(weights))
-        clock = self._clock
-        cached = clock["scaled"]
-        if cached is None or cached[0] != key:
-            # A new tensor every time, never updated in place: a graph built on the
-            # previous one keeps the weights it was built with.
-            view = self._numpy_view(weights)
-            if view is not None:
-                # CPU: divide the numpy view set_time writes through (no dispatch).
-                scaled = torch.from_numpy(view / max(n, 1))
-                if scaled.dtype != dtype:
-                    scaled = scaled.to(dtype)
-            else:
-                scaled = weights.to(dtype) / max(n, 1)
-            cached = (key, scaled)
-            clock["scaled"] = cached
-        return cached[1]
-
-    def extra_repr(self):
-        return (
-            f"n_classes={self.n_classes}, amplitude={self.amplitude:g}, "
-            f"period={self.period:g}, shape={self.shape!r}, order={self.order!r}"
-        )
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        # The cache of applied weights is stale once a state dict overwrites the buffer.
-        self._clock["applied"] = None
-        self._clock["scaled"] = None
-
-
-def _version(tensor):
-    """The tensor's in-place version counter (0 for inference tensors, which have none
-    and cannot be changed in place)."""
-    try:
-        return tensor._version
-    except RuntimeError:
-        return 0

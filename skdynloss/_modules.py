@@ -35,6 +35,11 @@ class MLP(nn.Sequential):
     def __init__(self, n_features, n_classes, hidden_layer_sizes=(100,)):
         super().__init__(*_dense_stack(n_features, hidden_layer_sizes, n_classes))
 
+    @staticmethod
+    def n_parameters(n_features, n_classes, hidden_layer_sizes=(100,)):
+        """Number of parameters, computed without building the network."""
+        return _dense_parameters(n_features, hidden_layer_sizes, n_classes)
+
 
 class CNN(nn.Module):
     """A small convolutional network for images given as flat rows.
@@ -75,6 +80,27 @@ class CNN(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x.reshape(x.shape[0], *self.image_shape)))
+
+    @staticmethod
+    def n_parameters(image_shape, n_classes, hidden_layer_sizes=(100,)):
+        """Number of parameters, computed without building the network."""
+        if len(image_shape) == 2:
+            image_shape = (1, *image_shape)
+        channels, height, width = (int(s) for s in image_shape)
+        pool = min(height, width) >= 4
+        n_flat = (
+            32 * (height // 2 if pool else height) * (width // 2 if pool else width)
+        )
+        conv = (channels * 9 + 1) * 16 + (16 * 9 + 1) * 32
+        return conv + _dense_parameters(n_flat, hidden_layer_sizes, n_classes)
+
+
+def _dense_parameters(n_in, hidden_layer_sizes, n_out):
+    total = 0
+    for width in (*hidden_layer_sizes, n_out):
+        total += (n_in + 1) * width
+        n_in = width
+    return total
 
 
 def n_image_features(image_shape):

@@ -7,7 +7,6 @@ from skorch.callbacks import Callback, EpochScoring, LRScheduler
 from skorch.history import History
 
 from skdynloss import DynamicalLossClassifier
-from skdynloss._callbacks import LossClock
 from skdynloss._net import FastHistory, TensorBatches, TensorData
 
 
@@ -66,28 +65,6 @@ def test_tensor_batches_cover_every_row_once_per_epoch_and_are_seeded():
         data, 5, shuffle=True, generator=torch.Generator().manual_seed(0)
     )
     assert torch.equal(torch.cat([b[1] for b in again]), epoch1)
-
-
-def test_shuffling_the_whole_epoch_or_each_batch_gives_the_same_batches(monkeypatch):
-    # Small data are permuted once per epoch and sliced; data above permute_limit are
-    # gathered batch by batch. The batches must not depend on which.
-    X = torch.randn(23, 2)
-    y = torch.arange(23)
-
-    def epochs(limit):
-        monkeypatch.setattr(TensorBatches, "permute_limit", limit)
-        batches = TensorBatches(
-            TensorData(X, y),
-            5,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(0),
-        )
-        return [[(xb.clone(), yb.clone()) for xb, yb in batches] for _ in range(3)]
-
-    whole, per_batch = epochs(1 << 28), epochs(0)
-    for a_epoch, b_epoch in zip(whole, per_batch, strict=True):
-        for (xa, ya), (xb, yb) in zip(a_epoch, b_epoch, strict=True):
-            assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 def test_full_batch_yields_the_data_itself():
@@ -169,13 +146,12 @@ class BatchAccuracy(Callback):
 
 
 @pytest.mark.parametrize("amplitude", [1.0, 30.0])
-def test_record_is_the_same_whether_reduced_per_epoch_or_deferred(
-    data, monkeypatch, amplitude
+def test_record_is_what_a_user_callback_counts_in_the_same_forward_passes(
+    data, amplitude
 ):
-    # With only the package's callbacks the clock reduces the record of many epochs at
-    # once; a user callback makes it complete every row at its epoch's end; a tiny
-    # pending limit makes it reduce in the middle of epochs. All three must agree, and
-    # agree with what the user's callback measured from the same forward passes.
+    # The record is complete at every epoch end, where a user's callback reads it, and
+    # equals what that callback measures from the same forward passes; a user callback
+    # changes nothing in the fit.
     X, y = data
     params = dict(
         max_epochs=6,
@@ -186,49 +162,46 @@ def test_record_is_the_same_whether_reduced_per_epoch_or_deferred(
         compute_sharpness=False,
         random_state=0,
     )
-    deferred = DynamicalLossClassifier(**params).fit(X, y)
-    watcher = BatchAccuracy()
-    per_epoch = DynamicalLossClassifier(callbacks=[watcher], **params).fit(X, y)
-    monkeypatch.setattr(LossClock, "pending_limit", 100)  # about one batch
-    split = DynamicalLossClassifier(**params).fit(X, y)
-
-    seen = np.array(per_epoch.net_.callbacks_[-1][1].seen)
-    assert len(seen) == 6  # complete at every epoch end, where the user reads it
-    np.testing.assert_allclose(seen[:, 0], per_epoch.dynamics_["cross_entropy"])
-    np.testing.assert_allclose(seen[:, 1], per_epoch.dynamics_["accuracy"])
-    np.testing.assert_allclose(
-        per_epoch.dynamics_["accuracy"], per_epoch.net_.callbacks_[-1][1].accuracy
-    )
-    for other in (deferred, split):
-        for key in ("loss", "cross_entropy", "accuracy"):
-            np.testing.assert_allclose(
-                other.dynamics_[key], per_epoch.dynamics_[key], rtol=1e-12
-            )
+    alone = DynamicalLossClassifier(**params).fit(X, y)
+    watched = DynamicalLossClassifier(callbacks=[BatchAccuracy()], **params).fit(X, y)
+    watcher = watched.net_.callbacks_[-1][1]
+    seen = np.array(watcher.seen)
+    assert len(seen) == 6
+    np.testing.assert_allclose(seen[:, 0], watched.dynamics_["cross_entropy"])
+    np.testing.assert_allclose(seen[:, 1], watched.dynamics_["accuracy"])
+    np.testing.assert_allclose(watched.dynamics_["accuracy"], watcher.accuracy)
+    for key in ("loss", "cross_entropy", "accuracy", "class_weights"):
+        np.testing.assert_array_equal(alone.dynamics_[key], watched.dynamics_[key])
     if amplitude == 1.0:
         # Plain cross-entropy: the record's mean cross-entropy is skorch's train_loss.
         np.testing.assert_allclose(
-            deferred.dynamics_["cross_entropy"], deferred.loss_curve_, rtol=1e-12
+            alone.dynamics_["cross_entropy"], alone.loss_curve_, rtol=1e-12
         )
     else:
         assert not np.allclose(
-            deferred.dynamics_["cross_entropy"], deferred.loss_curve_, rtol=1e-3
+            alone.dynamics_["cross_entropy"], alone.loss_curve_, rtol=1e-3
         )
 
 
-def test_verbose_prints_every_epochs_record_as_it_ends(data, capsys):
-    # verbose adds skorch's PrintLog, which prints each row at its epoch's end: the
-    # record must be complete there, and the same as in a quiet fit.
+def test_verbose_shows_one_progress_bar_and_changes_nothing(data, capsys):
     X, y = data
-    params = dict(max_epochs=3, period=1, batch_size=32, compute_sharpness=False)
+    params = dict(max_epochs=30, period=1, batch_size=32, compute_sharpness=False)
     quiet = DynamicalLossClassifier(random_state=0, **params).fit(X, y)
-    capsys.readouterr()
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""  # verbose=0 prints nothing
     loud = DynamicalLossClassifier(random_state=0, verbose=1, **params).fit(X, y)
-    out = capsys.readouterr().out
-    assert "train_accuracy" in out and "train_cross_entropy" in out
-    for value in loud.dynamics_["accuracy"]:
-        assert f"{value:.4f}" in out
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "30/30" in out.err and "acc=" in out.err and "loss=" in out.err
+    # A pipe or file gets a bounded number of updates (at most one per tenth of the fit
+    # or ten seconds), not one per epoch.
+    assert out.err.count("\r") + out.err.count("\n") <= 15
     for key in ("loss", "cross_entropy", "accuracy"):
-        np.testing.assert_allclose(loud.dynamics_[key], quiet.dynamics_[key])
+        np.testing.assert_array_equal(loud.dynamics_[key], quiet.dynamics_[key])
+    DynamicalLossClassifier(random_state=0, verbose=2, **params).fit(X, y)
+    err = capsys.readouterr().err
+    assert "epoch 30:" in err  # the last epoch is always logged
+    assert err.count("epoch ") <= 5  # throttled to about one line a second
 
 
 def test_every_implemented_hook_is_called(data):
@@ -261,29 +234,3 @@ def test_every_implemented_hook_is_called(data):
     clf.net_.callbacks_ = [*clf.net_.callbacks_, ("late", Hooks())]
     clf.net_.partial_fit(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y))
     assert seen.count("train_begin") == 1 + 2  # the fit's copy and the late one
-
-
-def test_the_nets_own_hooks_are_skipped_only_when_empty(data):
-    # notify leaves out the net's hooks whose body is empty (skorch's on_batch_end,
-    # on_epoch_end, ...); a net whose hook does something gets it called.
-    from skdynloss._net import DynamicalNet, _does_nothing
-
-    def documented_pass(self, net, **kwargs):
-        """Nothing."""
-
-    assert _does_nothing(documented_pass)
-    assert _does_nothing(DynamicalNet.on_batch_end)
-    assert _does_nothing(DynamicalNet.on_batch_begin)  # run_single_epoch does its work
-    assert not _does_nothing(DynamicalNet.on_epoch_begin)
-    assert not _does_nothing(lambda self, net, **kwargs: print("x"))
-
-    X, y = data
-    clf = DynamicalLossClassifier(
-        max_epochs=1, period=1, batch_size=32, compute_sharpness=False
-    ).fit(X, y)
-    net = clf.net_
-    seen = []
-    net.on_batch_end = lambda net, **kwargs: seen.append("batch_end")
-    net.__dict__.pop("_hook_cache", None)  # as initialize_callbacks does
-    net.partial_fit(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y))
-    assert seen == ["batch_end"] * 3
