@@ -474,6 +474,17 @@ def estimator(**params):
     return DynamicalLossClassifier(**params)
 
 
+def load_package(path):
+    """Import the package directory ``path`` (another copy of skdynloss, renamed) under
+    its directory name, to time two versions side by side in one process."""
+    import importlib
+
+    parent, name = os.path.split(os.path.abspath(path))
+    if parent not in sys.path:
+        sys.path.append(parent)
+    return importlib.import_module(name)
+
+
 def sklearn_mlp(*, hidden=(100,), solver="adam", lr=1e-3, batch_size=64, epochs=20):
     """scikit-learn's MLPClassifier running exactly ``epochs`` epochs, no L2 penalty."""
     from sklearn.neural_network import MLPClassifier

@@ -22,6 +22,10 @@ the final parameters (max |difference| printed; it must be below 1e-6).
     python benchmarks/bench_training.py                 # ~1.5 min on one core
     python benchmarks/bench_training.py --quick         # a few seconds
     python benchmarks/bench_training.py --sections mini-batch --repeats 21
+
+``--baseline DIR/NAME`` adds another copy of the package (say an older commit:
+``git archive <commit> skdynloss | tar -x -C /tmp/old && mv /tmp/old/skdynloss
+/tmp/old/skdynloss_old``; it must use relative imports) as the contender "baseline".
 """
 
 import copy
@@ -103,12 +107,20 @@ def regime(name, args, device):
         H.reference_fit(X, y, copy.deepcopy(net), epochs=epochs, device=device,
                         record=False, **train, **dyn)  # fmt: skip
 
+    if args.baseline:
+        Baseline = H.load_package(args.baseline).DynamicalLossClassifier
+        params = {**common, "compute_sharpness": False, "random_state": 0}
+        contenders_extra = {"baseline": lambda: Baseline(**params).fit(X, y)}
+    else:
+        contenders_extra = {}
+
     sk = H.sklearn_mlp(hidden=widths, epochs=epochs, **mlp)
     contenders = {
         "reference": reference,
         "skdynloss": ours(),
         "skdynloss + empty callback": ours([EmptyCallback()]),
         "reference without record": bare,
+        **contenders_extra,
     }
     if device.type == "cpu":
         contenders["sklearn MLPClassifier"] = lambda: H.quiet_fit(sk, X, y)
@@ -121,6 +133,11 @@ def main(argv=None):
     p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--steps", type=int, default=2000, help="full-batch steps")
     p.add_argument("--epochs", type=int, default=20, help="mini-batch epochs")
+    p.add_argument(
+        "--baseline",
+        help="another copy of the package, renamed, timed side by side as 'baseline' "
+        "(e.g. /tmp/old/skdynloss_old from `git archive <commit> skdynloss`)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.repeats = min(args.repeats, 3)
@@ -166,6 +183,11 @@ def main(argv=None):
                               "skdynloss + empty callback", "skdynloss", 1.1))  # fmt: skip
         checks.append(H.check(f"{name}: reference / reference without record",
                               times, "reference", "reference without record"))  # fmt: skip
+        if "baseline" in times:
+            checks.append(H.check(f"{name}: skdynloss / baseline", times,
+                                  "skdynloss", "baseline"))  # fmt: skip
+            checks.append(H.check(f"{name}: baseline / reference", times,
+                                  "baseline", "reference"))  # fmt: skip
         if "sklearn MLPClassifier" in times:
             checks.append(H.check(f"{name}: skdynloss / MLPClassifier", times,
                                   "skdynloss", "sklearn MLPClassifier"))  # fmt: skip
