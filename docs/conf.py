@@ -39,6 +39,10 @@ extensions = [
     "sphinx.ext.autosummary",
     "numpydoc",
     "sphinx.ext.mathjax",
+    # Ships MathJax 3.2.2 (Apache-2.0) and copies it into the build's _static/mathjax,
+    # pointing mathjax_path there: formulas render without a network (Sphinx's own
+    # default loads MathJax from a CDN).
+    "sphinx-mathjax-offline",
     "sphinx.ext.intersphinx",
     "sphinx.ext.extlinks",
     "sphinx_gallery.gen_gallery",
@@ -48,6 +52,9 @@ templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 root_doc = "index"
 default_role = "literal"
+# The page outline of an API page lists "fit", not "DynamicalLossClassifier.fit": the
+# long names would not fit the side column.
+toc_object_entries_show_parents = "hide"
 
 # ``:arxiv:`2102.03793``` in docstrings and pages links to the abstract.
 extlinks = {"arxiv": ("https://arxiv.org/abs/%s", "arXiv:%s")}
@@ -90,17 +97,48 @@ sphinx_gallery_conf = {
     "backreferences_dir": "generated/backreferences",
     "doc_module": ("skdynloss",),
     "reference_url": {"skdynloss": None},
+    # The computation-times pages load jQuery and DataTables from CDNs; leave them out.
+    "write_computation_times": False,
 }
 
 # -- HTML --------------------------------------------------------------------------
 
-html_theme = "alabaster"
+# The theme of scikit-learn, NumPy, SciPy and pandas. Everything a page loads ships
+# with the theme, Sphinx, sphinx-gallery or sphinx-mathjax-offline (docs/check_site.py
+# checks that no page references an http(s) script, stylesheet or font).
+html_theme = "pydata_sphinx_theme"
 html_title = f"skdynloss {release}"
-html_static_path = []
+html_short_title = "skdynloss"
+html_static_path = ["_static"]
+html_css_files = ["skdynloss.css"]
+html_show_sourcelink = False
+html_copy_source = False
 html_theme_options = {
-    "description": "Dynamical loss functions for scikit-learn classifiers",
-    "fixed_sidebar": True,
+    "logo": {"text": "skdynloss"},
+    "navbar_align": "left",
+    "header_links_before_dropdown": 6,
+    "navigation_depth": 2,
+    "show_nav_level": 1,
+    "show_toc_level": 2,
+    # The right-hand column: the sections of the page.
+    "secondary_sidebar_items": ["page-toc"],
+    "navbar_end": ["theme-switcher", "navbar-icon-links"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version", "theme-version"],
+    # Version switcher, announcement banner and analytics would each fetch a file from
+    # the web; none is used.
+    "check_switcher": False,
+    "show_version_warning_banner": False,
+    "navigation_with_keys": False,
+    "pygments_light_style": "tango",
+    "pygments_dark_style": "monokai",
 }
+# Pages without sub-pages get no left-hand column: it would hold nothing but its
+# title, and the text gets its width (the top bar links every section).
+html_sidebars = {
+    page: [] for page in ("index", "install", "user_guide", "benchmarks", "changelog")
+}
+html_context = {"default_mode": "light"}
 
 
 # -- Hooks -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._classifier import DynamicalLossClassifier
 from ._losses import DynamicalCrossEntropy, DynamicalLoss, dynamical_loss
+from ._persistence import load, save
 from ._schedules import class_weights
 from ._sharpness import (
     EigenResult,
@@ -34,8 +35,10 @@ __all__ = [
     "dynamical_loss",
     "hessian_eigenvalues",
     "hessian_operator",
+    "load",
     "make_spiral",
     "ntk_eigenvalues",
+    "save",
     "top_eigenvalues",
     "__version__",
 ]

@@ -89,7 +89,6 @@ class LossClock(Callback):
         self._gamma_sum = None
         self._gamma = None
         self._stats = None
-        self._n_seen = 0
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         history = net.history
@@ -124,7 +123,6 @@ class LossClock(Callback):
         batch=None,
         training=False,
         y_pred=None,
-        loss=None,
         base_losses=None,
         **kwargs,
     ):
@@ -132,6 +130,8 @@ class LossClock(Callback):
             return
         X, y = batch
         weight = _sample_weight(X)
+        # skorch has just read the step's loss back (.item()) into the batch's row.
+        batch_row = net.history[-1]["batches"][-1]
         with torch.no_grad():
             outputs = y_pred.detach()
             if base_losses is None:  # a train step of another net's making
@@ -139,30 +139,26 @@ class LossClock(Callback):
             correct = outputs.argmax(dim=-1) == y
             f64 = torch.float64
             if weight is None:
-                n = y.shape[0]
-                self._n_seen += n
-                parts = [
-                    loss.detach().to(f64) * n,
-                    base_losses.sum(dtype=f64),
-                    correct.sum(dtype=f64),
-                ]
+                parts = [base_losses.sum(dtype=f64), correct.sum(dtype=f64)]
             else:
-                total = weight.sum(dtype=f64)
                 parts = [
-                    loss.detach().to(f64) * total,
                     (weight * base_losses).sum(dtype=f64),
                     (weight * correct).sum(dtype=f64),
-                    total,
+                    weight.sum(dtype=f64),
                 ]
-            stats = torch.stack(parts)
-        self._stats = stats if self._stats is None else self._stats + stats
+            # One read-back per step, as skorch's own loss.item() (nothing to wait for
+            # on the CPU; on a GPU skorch synchronises at every step already).
+            values = torch.stack(parts).tolist()
+        total = values[2] if weight is not None else float(y.shape[0])
+        stats = (batch_row["train_loss"] * total, values[0], values[1], total)
+        acc = self._stats
+        if acc is not None:
+            stats = tuple(a + b for a, b in zip(acc, stats, strict=True))
+        self._stats = stats
         gamma = self._gamma
-        if self._gamma_sum is None:
-            self._gamma_sum = gamma
-        else:
-            self._gamma_sum = [
-                a + b for a, b in zip(self._gamma_sum, gamma, strict=True)
-            ]
+        if self._gamma_sum is not None:
+            gamma = [a + b for a, b in zip(self._gamma_sum, gamma, strict=True)]
+        self._gamma_sum = gamma
         self._n_steps += 1
         self._step += 1
         self.time_ = self._step / self.steps_per_epoch_
@@ -173,8 +169,8 @@ class LossClock(Callback):
 
     def _write(self, net, row):
         """Record the epoch's steps so far in its history row."""
-        values = self._stats.tolist()
-        total = values[3] if len(values) == 4 else self._n_seen
+        values = self._stats
+        total = values[3]
         row["loss_time"] = self.time_
         row["class_weights"] = [g / self._n_steps for g in self._gamma_sum]
         # The epoch's loss: the mean over its batches weighted by their size (or

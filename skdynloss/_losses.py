@@ -238,7 +238,7 @@ class DynamicalLoss(torch.nn.Module):
         self._clock["static"] = bool(value)
 
     def weights_at(self, t, *, static=False):
-        """Return the weights Gamma_i(t) at time ``t`` (the clock does not move).
+        r"""Return the weights :math:`\Gamma_i(t)` at time ``t`` (the clock does not move).
 
         Parameters
         ----------

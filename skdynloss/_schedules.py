@@ -237,7 +237,7 @@ def class_weights(
     seed=0,
     static=False,
 ):
-    """Class weights Gamma_i(t) of the dynamical loss (Ruiz-Garcia et al., 2021).
+    r"""Class weights :math:`\Gamma_i(t)` of the dynamical loss (Ruiz-Garcia et al., 2021).
 
     The one function that computes the weights, for the built-in shapes and for
     callables, vectorised over times and over configurations.

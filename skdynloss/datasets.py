@@ -7,7 +7,7 @@ from sklearn.utils import check_random_state
 def make_spiral(
     n_samples_per_class=100, n_classes=3, *, noise=0.2, turns=2.0, random_state=0
 ):
-    """Interleaved spiral arms, the data of the paper's Fig. 4.
+    """Interleaved spiral arms, the data of Figure 4 of the paper.
 
     Arm ``j`` has ``n_samples_per_class`` points at radii ``linspace(0, 1, n)`` and angles
     ``linspace(2 pi j / C, 2 pi j / C + 2 pi turns, n) + noise * N(0, 1)``; a point is

@@ -1,0 +1,783 @@
+"""Safe persistence: a fitted estimator saved as data, loaded without running code.
+
+:func:`save` writes one file with :func:`torch.save`: a dict of tensors (the network's
+parameters and buffers, the optimizer's state, the shuffling generator's state) and one
+JSON text (the hyperparameters, ``classes_``, the feature names, the clock, the skorch
+history, the callbacks' counters, the seeds, the fitted attributes, the package
+versions), with a SHA-256 checksum over a canonical serialisation of both.
+:func:`load` reads it with ``torch.load(weights_only=True)``, torch's restricted
+unpickler, which builds tensors and plain containers and refuses anything else, so a
+file can neither name a class nor run code. The estimator is then rebuilt by its own
+code path (the same builder ``fit`` uses) and its state loaded into it, so a loaded
+model predicts identically and continues training (``warm_start``, ``partial_fit``)
+exactly as the original would.
+
+What cannot be data is refused when saving: a callable ``module``, ``shape`` or
+``loss``, user callbacks, an optimizer class outside :mod:`torch.optim`.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+from numbers import Integral
+
+import numpy as np
+import sklearn
+import skorch
+import torch
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import (
+    MaxAbsScaler,
+    MinMaxScaler,
+    RobustScaler,
+    StandardScaler,
+)
+from sklearn.utils.validation import check_is_fitted
+
+from ._classifier import DynamicalLossClassifier, _Record, _resolve_device
+
+#: Written at the top of every file, and checked first on load.
+FORMAT = "skdynloss-model"
+#: Incremented whenever the layout changes; load reads every version up to this one.
+FORMAT_VERSION = 1
+#: torch.load(weights_only=True) before 2.6 could be made to run code
+#: (CVE-2025-32434); load refuses to rely on it there.
+SAFE_TORCH = (2, 6)
+
+#: Pipeline steps stored as data: their fitted state is a few plain arrays.
+TRANSFORMERS = {
+    cls.__name__: cls
+    for cls in (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler)
+}
+
+#: Top-level keys of a file, all of them required.
+_KEYS = {"format", "format_version", "meta", "tensors", "sha256"}
+#: Tensor dtypes a file may hold (what the estimator itself produces).
+_DTYPES = {
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.uint8,
+    torch.int64,
+    torch.int32,
+    torch.bool,
+}
+#: The loss's settings and clock (its weights are a buffer, stored as a tensor).
+_CRITERION = ("amplitude", "period", "shape", "order", "random_state", "time", "static")
+_ATTRIBUTE = re.compile(r"^[a-z][a-z0-9_]*_$")
+#: The classifier's fitted attributes stored as they are (besides classes_ and
+#: feature_names_in_; net_, module_ and the record are rebuilt).
+_FITTED = (
+    "n_features_in_",
+    "n_iter_",
+    "sharpness_",
+    "sharpness_info_",
+    "diverged_",
+    "validation_scores_",
+    "best_validation_score_",
+    "device_",
+)
+
+
+# ------------------------------------------------------------------- plain data
+
+
+def _encode(value, where, *, tensors=None, prefix=None):
+    """``value`` as JSON-ready plain data (tuples, numpy values and a few types tagged),
+    or a ValueError that says ``where`` the value that cannot be stored is."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float) and type(value) in (int, float):
+        return value
+    if isinstance(value, np.generic):
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"{where}: numpy {value.dtype} values cannot be stored.")
+        return {"__numpy__": value.dtype.str, "value": value.item()}
+    if isinstance(value, torch.Tensor):
+        if tensors is None:
+            raise ValueError(f"{where}: a tensor cannot be stored here.")
+        tensors[prefix] = value.detach().to("cpu", copy=True).contiguous()
+        return {"__tensor__": prefix}
+    if isinstance(value, tuple | list):
+        items = [
+            _encode(
+                v,
+                f"{where}[{i}]",
+                tensors=tensors,
+                prefix=None if prefix is None else f"{prefix}.{i}",
+            )
+            for i, v in enumerate(value)
+        ]
+        return {"__tuple__": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str) or key.startswith("__"):
+                raise ValueError(f"{where}: key {key!r} cannot be stored.")
+            out[key] = _encode(
+                v,
+                f"{where}[{key!r}]",
+                tensors=tensors,
+                prefix=None if prefix is None else f"{prefix}.{key}",
+            )
+        return out
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "O":
+            items = value.ravel().tolist()
+            if not all(type(v) in (str, int, float, bool) for v in items):
+                raise ValueError(
+                    f"{where}: an object array holds values other than str, int, "
+                    "float and bool."
+                )
+        elif value.dtype.kind not in "biufU":
+            raise ValueError(f"{where}: arrays of {value.dtype} cannot be stored.")
+        return {
+            "__ndarray__": value.dtype.str,
+            "shape": list(value.shape),
+            "values": value.ravel().tolist(),
+        }
+    if isinstance(value, torch.device):
+        return {"__torch_device__": str(value)}
+    if isinstance(value, np.random.RandomState):
+        name, keys, pos, has_gauss, cached = value.get_state()
+        return {
+            "__random_state__": [name, keys.tolist(), int(pos), int(has_gauss), cached]
+        }
+    raise ValueError(
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which "
+        "cannot be stored as data."
+    )
+
+
+def _decode(value, where, *, tensors=None):
+    """The inverse of :func:`_encode`; anything it did not write is a ValueError."""
+    if value is None or isinstance(value, bool | str | int | float):
+        return value
+    if isinstance(value, list):
+        return [
+            _decode(v, f"{where}[{i}]", tensors=tensors) for i, v in enumerate(value)
+        ]
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: unexpected {type(value).__name__}.")
+    tags = [k for k in value if k.startswith("__")]
+    if not tags:
+        return {
+            k: _decode(v, f"{where}[{k!r}]", tensors=tensors) for k, v in value.items()
+        }
+    try:
+        (tag,) = tags
+        if tag == "__tuple__":
+            return tuple(_decode(value[tag], where, tensors=tensors))
+        if tag == "__numpy__":
+            dtype = np.dtype(value[tag])
+            if dtype.kind not in "biuf":
+                raise ValueError(dtype)
+            return dtype.type(value["value"])
+        if tag == "__tensor__":
+            return tensors[value[tag]]
+        if tag == "__ndarray__":
+            dtype = np.dtype(value[tag])
+            shape = tuple(int(s) for s in value["shape"])
+            values = value["values"]
+            if dtype.kind == "O":
+                if not all(type(v) in (str, int, float, bool) for v in values):
+                    raise ValueError(dtype)
+                array = np.empty(len(values), dtype=object)
+                array[:] = values
+            elif dtype.kind in "biufU":
+                array = np.array(values, dtype=dtype)
+            else:
+                raise ValueError(dtype)
+            return array.reshape(shape)
+        if tag == "__torch_device__":
+            return torch.device(value[tag])
+        if tag == "__random_state__":
+            name, keys, pos, has_gauss, cached = value[tag]
+            rng = np.random.RandomState()
+            rng.set_state(
+                (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+            )
+            return rng
+        if tag == "__torch_optim__":
+            return _optimizer_class(value[tag])
+    except ValueError as exc:
+        raise ValueError(f"{where}: {value!r} is not valid stored data.") from exc
+    except (KeyError, TypeError, RuntimeError, IndexError) as exc:
+        raise ValueError(f"{where}: {value!r} is not valid stored data.") from exc
+    raise ValueError(f"{where}: unknown tag {tags!r}.")
+
+
+def _plain(value):
+    """Whether ``value`` is plain data (stored as it is, no tags needed)."""
+    try:
+        _encode(value, "")
+    except ValueError:
+        return False
+    return True
+
+
+def _optimizer_class(name):
+    """A torch.optim optimizer class by its name, and nothing else."""
+    cls = getattr(torch.optim, name, None) if isinstance(name, str) else None
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, torch.optim.Optimizer)
+        and cls is not torch.optim.Optimizer
+    ):
+        raise ValueError(f"{name!r} is not an optimizer of torch.optim.")
+    return cls
+
+
+# ----------------------------------------------------------------- the estimator
+
+
+def _encode_params(params, where):
+    """Hyperparameters as data; a ValueError naming the one that is not."""
+    out = {}
+    for name, value in params.items():
+        label = f"The {name!r} parameter{where}"
+        if name in ("module", "shape", "loss") and not isinstance(value, str):
+            raise ValueError(
+                f"{label} is {_describe(value)}, code that save cannot store as data. "
+                f"Save models whose {name} is one of the named options, or keep this "
+                "one in a pickle or joblib file, which only trusted sources may load."
+            )
+        if name == "optimizer" and not isinstance(value, str):
+            try:
+                if _optimizer_class(getattr(value, "__name__", None)) is not value:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(
+                    f"{label} is {_describe(value)}; save stores 'sgd', 'adam' or an "
+                    "optimizer class of torch.optim (by its name), not other code."
+                ) from None
+            out[name] = {"__torch_optim__": value.__name__}
+            continue
+        if name == "callbacks" and value:
+            raise ValueError(
+                f"{label} holds skorch callbacks, which are objects with code that "
+                "save cannot store as data. Set callbacks=None before saving (the "
+                "fitted network does not need them to predict), or use a pickle or "
+                "joblib file, which only trusted sources may load."
+            )
+        out[name] = _encode(value, label)
+    return out
+
+
+def _describe(value):
+    name = getattr(value, "__qualname__", None) or type(value).__qualname__
+    module = getattr(value, "__module__", None) or type(value).__module__
+    return f"a callable ({module}.{name})"
+
+
+def _classifier_state(clf, tensors, prefix, where=""):
+    if type(clf) is not DynamicalLossClassifier:
+        raise TypeError(
+            f"save stores a DynamicalLossClassifier (or a Pipeline ending in one), got "
+            f"{type(clf).__module__}.{type(clf).__qualname__}: a subclass's code "
+            "cannot be stored as data."
+        )
+    check_is_fitted(clf)
+    net = clf.net_
+    state = {
+        "params": _encode_params(clf.get_params(deep=False), where),
+        "built_params": _encode_params(clf._built_params, f"{where} (as built)"),
+        "seeds": [int(s) for s in clf._seeds],
+    }
+    fitted = {}
+    for name in _FITTED:
+        fitted[name] = _encode(getattr(clf, name), f"{name}{where}")
+    if hasattr(clf, "feature_names_in_"):
+        fitted["feature_names_in_"] = _encode(
+            clf.feature_names_in_, f"feature_names_in_{where}"
+        )
+    classes = np.asarray(clf.classes_)
+    if classes.dtype.kind not in "biufUO":
+        raise ValueError(f"classes_{where} of dtype {classes.dtype} cannot be stored.")
+    fitted["classes_"] = _encode(classes, f"classes_{where}")
+    state["fitted"] = fitted
+    state["history"] = [
+        _encode(dict(row), f"history row {i}{where}")
+        for i, row in enumerate(net.history)
+    ]
+    state["record_validation"] = _encode(
+        list(clf._epochs.validation), f"validation record{where}"
+    )
+    criterion = net.criterion_
+    state["criterion"] = {
+        key: _encode(getattr(criterion, key), f"criterion.{key}{where}")
+        for key in _CRITERION
+    }
+    # The callbacks' counters (the clock's best loss, the scorers' best scores, the
+    # tracker's seed, ...): every attribute that is plain data; the rest (file
+    # handles, functions, copies of the weights) is rebuilt or reset by the callback.
+    state["callbacks"] = {
+        name: {k: _encode(v, name) for k, v in vars(cb).items() if _plain(v)}
+        for name, cb in net.callbacks_
+    }
+    for name, module in (("module", net.module_), ("criterion", criterion)):
+        for key, tensor in module.state_dict().items():
+            tensors[f"{prefix}{name}.{key}"] = tensor.detach().to("cpu", copy=True)
+    optimizer = net.optimizer_.state_dict()
+    state["optimizer"] = {
+        "param_groups": _encode(optimizer["param_groups"], f"optimizer{where}"),
+        "state": {
+            str(pid): _encode(
+                values,
+                f"optimizer state{where}",
+                tensors=tensors,
+                prefix=f"{prefix}optimizer.{pid}",
+            )
+            for pid, values in optimizer["state"].items()
+        },
+    }
+    tensors[f"{prefix}generator"] = net.generator.get_state()
+    return state
+
+
+def _rebuild_classifier(state, tensors, prefix, device):
+    params = _decode(state["params"], "params")
+    built = _decode(state["built_params"], "built_params")
+    if state["params"].get("random_state") == state["built_params"].get("random_state"):
+        # One RandomState object, as in the saved estimator (not two equal copies).
+        built["random_state"] = params["random_state"]
+    fitted = {k: _decode(v, k) for k, v in state["fitted"].items()}
+    classes_ = fitted.pop("classes_")
+    n_features = fitted["n_features_in_"]
+    if not (
+        isinstance(classes_, np.ndarray) and classes_.ndim == 1 and len(classes_) >= 2
+    ):
+        raise ValueError("classes_ must be a 1-d array of at least 2 labels.")
+    if not isinstance(n_features, Integral) or n_features < 1:
+        raise ValueError("n_features_in_ must be a positive int.")
+    names = fitted.get("feature_names_in_")
+    if names is not None and (
+        not isinstance(names, np.ndarray) or names.shape != (n_features,)
+    ):
+        raise ValueError("feature_names_in_ must hold n_features_in_ names.")
+
+    # Build the network as fit does, from the hyperparameters it was built with. The
+    # seeds that fit drew are restored below, so random_state (perhaps a RandomState,
+    # which drawing would advance) is not consulted.
+    clf = DynamicalLossClassifier(**dict(built, random_state=0))
+    clf._validate_params()
+    clf._check_hyperparameters()
+    net = clf._build(n_features, classes_, device)
+
+    _load_module(net.module_, tensors, f"{prefix}module.", "the network")
+    _load_module(net.criterion_, tensors, f"{prefix}criterion.", "the loss")
+    criterion = net.criterion_
+    for key, value in _decode(state["criterion"], "criterion").items():
+        if key not in _CRITERION:
+            raise ValueError(f"criterion.{key} is not part of the loss's state.")
+        setattr(criterion, key, value)
+
+    optimizer = state["optimizer"]
+    groups = _decode(optimizer["param_groups"], "optimizer")
+    # The optimizer's state may refer to its own tensors only, and torch does not
+    # check their shapes: each is a scalar (the step) or has its parameter's shape.
+    own = f"{prefix}optimizer."
+    own = {k: v for k, v in tensors.items() if k.startswith(own)}
+    parameters = [p for group in net.optimizer_.param_groups for p in group["params"]]
+    opt_state = {}
+    for pid, values in optimizer["state"].items():
+        values = _decode(values, "optimizer state", tensors=own)
+        index = int(pid)
+        if not 0 <= index < len(parameters) or not isinstance(values, dict):
+            raise ValueError(f"The optimizer's state names no parameter {pid!r}.")
+        for key, value in values.items():
+            if (
+                isinstance(value, torch.Tensor)
+                and value.ndim
+                and (value.shape != parameters[index].shape)
+            ):
+                raise ValueError(
+                    f"The optimizer's {key} of parameter {index} has shape "
+                    f"{tuple(value.shape)}, not the parameter's "
+                    f"{tuple(parameters[index].shape)}."
+                )
+        opt_state[index] = values
+    try:
+        net.optimizer_.load_state_dict({"state": opt_state, "param_groups": groups})
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(
+            f"The optimizer's state does not fit the network: {exc}"
+        ) from exc
+
+    generator = tensors.get(f"{prefix}generator")
+    try:
+        net.generator.set_state(generator)
+    except (TypeError, RuntimeError) as exc:
+        raise ValueError(
+            f"The shuffling generator's state is not valid: {exc}"
+        ) from exc
+
+    history = _decode(state["history"], "history")
+    if not all(isinstance(row, dict) for row in history):
+        raise ValueError("Every history row must be a dict.")
+    net.history.clear()
+    net.history.extend(history)
+
+    stored = state["callbacks"]
+    built_names = [name for name, _ in net.callbacks_]
+    if sorted(stored) != sorted(built_names):
+        raise ValueError(
+            f"The file's callbacks {sorted(stored)} are not those the estimator builds "
+            f"({sorted(built_names)})."
+        )
+    for name, cb in net.callbacks_:
+        for key, value in _decode(stored[name], f"callback {name}").items():
+            # Plain values only, under ordinary attribute names: counters, not code.
+            if not key.isidentifier() or key.startswith("__"):
+                raise ValueError(f"Callback {name}: {key!r} is not an attribute name.")
+            setattr(cb, key, value)
+
+    record = _Record(len(classes_), built["loss"])
+    record.sync(net.history)
+    # The record keeps the validation scores of every epoch it saw (also of epochs the
+    # divergence guard later cut from the history), so it is stored as it is.
+    record.validation = [
+        float(v) for v in _decode(state["record_validation"], "record")
+    ]
+
+    # The estimator: its current hyperparameters, what was built, the fitted state.
+    clf.set_params(**params)
+    clf._validate_params()
+    clf._check_hyperparameters()
+    clf._built_params = built
+    seeds = state["seeds"]
+    if not (len(seeds) == 4 and all(isinstance(s, int) for s in seeds)):
+        raise ValueError("seeds must be 4 ints.")
+    clf._seeds = tuple(seeds)
+    clf.classes_ = classes_
+    for name, value in fitted.items():
+        if name not in (*_FITTED, "feature_names_in_"):
+            raise ValueError(f"{name!r} is not a fitted attribute the file may set.")
+        setattr(clf, name, value)
+    clf.net_ = net
+    clf.module_ = net.module_
+    clf.device_ = str(net.device)
+    clf._epochs = record
+    return clf
+
+
+def _load_module(module, tensors, prefix, what):
+    expected = module.state_dict()
+    given = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if given.keys() != expected.keys():
+        raise ValueError(
+            f"The file's tensors for {what} ({sorted(given)}) are not those of the "
+            f"network its hyperparameters build ({sorted(expected)})."
+        )
+    for key, tensor in given.items():
+        if tensor.shape != expected[key].shape or tensor.dtype != expected[key].dtype:
+            raise ValueError(
+                f"{what}: {key} is {tensor.dtype} {tuple(tensor.shape)} in the file, "
+                f"but {expected[key].dtype} {tuple(expected[key].shape)} in the network "
+                "its hyperparameters build."
+            )
+    module.load_state_dict(given)
+
+
+# ------------------------------------------------------------------- pipelines
+
+
+def _pipeline_state(pipe, tensors):
+    params = {k: v for k, v in pipe.get_params(deep=False).items() if k != "steps"}
+    state = {"params": _encode_params(params, " of the Pipeline"), "steps": []}
+    last = len(pipe.steps) - 1
+    for i, (name, step) in enumerate(pipe.steps):
+        where = f" of step {name!r}"
+        if i == last:
+            entry = {"name": name, "class": "DynamicalLossClassifier"}
+            entry["state"] = _classifier_state(step, tensors, f"steps.{i}.", where)
+        elif step is None or step == "passthrough":
+            entry = {"name": name, "class": step}
+        elif (
+            type(step).__name__ in TRANSFORMERS
+            and type(step) is TRANSFORMERS[type(step).__name__]
+        ):
+            check_is_fitted(step)
+            entry = {
+                "name": name,
+                "class": type(step).__name__,
+                "params": _encode_params(step.get_params(deep=False), where),
+                "fitted": {
+                    k: _encode(v, f"{k}{where}")
+                    for k, v in vars(step).items()
+                    if _ATTRIBUTE.match(k)
+                },
+            }
+        else:
+            raise TypeError(
+                f"Step {name!r} is a {type(step).__qualname__}: save stores Pipelines of "
+                f"{', '.join(sorted(TRANSFORMERS))} ending in a DynamicalLossClassifier."
+            )
+        state["steps"].append(entry)
+    return state
+
+
+def _rebuild_pipeline(state, tensors, device):
+    steps = []
+    entries = state["steps"]
+    for i, entry in enumerate(entries):
+        name, kind = entry["name"], entry["class"]
+        if i == len(entries) - 1:
+            if kind != "DynamicalLossClassifier":
+                raise ValueError(
+                    "The last step of a stored Pipeline is the classifier."
+                )
+            step = _rebuild_classifier(entry["state"], tensors, f"steps.{i}.", device)
+        elif kind is None or kind == "passthrough":
+            step = kind
+        elif kind in TRANSFORMERS:
+            step = TRANSFORMERS[kind](**_decode(entry["params"], name))
+            step._validate_params()
+            for key, value in _decode(entry["fitted"], name).items():
+                if not _ATTRIBUTE.match(key):
+                    raise ValueError(f"{key!r} is not a fitted attribute.")
+                setattr(step, key, value)
+        else:
+            raise ValueError(f"Step {name!r}: {kind!r} is not a step save writes.")
+        steps.append((name, step))
+    return Pipeline(steps, **_decode(state["params"], "Pipeline"))
+
+
+# ------------------------------------------------------------------ the file
+
+
+def _tensor_bytes(tensor):
+    return tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def checksum(meta, tensors):
+    """SHA-256 over the file's contents: the JSON text, then each tensor's name, dtype,
+    shape and bytes, in the order of their names, each field prefixed by its length."""
+    h = hashlib.sha256()
+
+    def field(data):
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+
+    field(FORMAT.encode())
+    field(meta.encode("utf-8"))
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        field(name.encode("utf-8"))
+        field(str(tensor.dtype).encode())
+        field(json.dumps(list(tensor.shape)).encode())
+        field(_tensor_bytes(tensor))
+    return h.hexdigest()
+
+
+def _versions():
+    from . import __version__
+
+    return {
+        "skdynloss": __version__,
+        "torch": torch.__version__,
+        "skorch": skorch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save(estimator, path):
+    """Save a fitted estimator to one file that :func:`load` reads back safely.
+
+    The file holds data only: tensors and a JSON text, with a checksum over both.
+    Loading it runs no code from the file, unlike a pickle or joblib file, so it is
+    the way to share a model with people who need not trust its source.
+
+    Parameters
+    ----------
+    estimator : DynamicalLossClassifier or Pipeline
+        A fitted classifier, or a fitted Pipeline of ``StandardScaler``,
+        ``MinMaxScaler``, ``MaxAbsScaler`` or ``RobustScaler`` steps (or
+        ``"passthrough"``) that ends in one.
+    path : str, os.PathLike or binary file object
+        Where to write. A path is written to a temporary file first and then renamed,
+        so a failed save never leaves half a file.
+
+    Raises
+    ------
+    ValueError
+        When a hyperparameter is code rather than data (a callable ``module``,
+        ``shape`` or ``loss``, user ``callbacks``, an optimizer class that is not in
+        :mod:`torch.optim`); the message names it.
+    sklearn.exceptions.NotFittedError
+        When the estimator is not fitted.
+
+    See Also
+    --------
+    load : read the file back.
+
+    Examples
+    --------
+    >>> import io
+    >>> from sklearn.datasets import load_iris
+    >>> from skdynloss import DynamicalLossClassifier, load, save
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = DynamicalLossClassifier(max_epochs=5, period=1, random_state=0).fit(X, y)
+    >>> file = io.BytesIO()  # or a path: save(clf, "model.skdl")
+    >>> save(clf, file)
+    >>> _ = file.seek(0)
+    >>> loaded = load(file)
+    >>> bool((loaded.predict_proba(X) == clf.predict_proba(X)).all())
+    True
+    """
+    tensors = {}
+    if isinstance(estimator, Pipeline):
+        content = {"pipeline": _pipeline_state(estimator, tensors)}
+    else:
+        content = {"classifier": _classifier_state(estimator, tensors, "")}
+    meta = json.dumps(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            **content,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "meta": meta,
+        "tensors": tensors,
+        "sha256": checksum(meta, tensors),
+    }
+    if not isinstance(path, str | os.PathLike):
+        torch.save(payload, path)
+        return
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".skdynloss-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(payload, file)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _torch_is_safe():
+    version = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    return version is not None and tuple(map(int, version.groups())) >= SAFE_TORCH
+
+
+def read(path):
+    """The file's verified contents: (meta dict, tensors dict). Runs no code from it."""
+    if not _torch_is_safe():
+        raise RuntimeError(
+            f"skdynloss.load needs torch >= {SAFE_TORCH[0]}.{SAFE_TORCH[1]} (this is "
+            f"{torch.__version__}): earlier versions of torch.load(weights_only=True) "
+            "could be made to run code from a file (CVE-2025-32434)."
+        )
+    name = path if isinstance(path, str | os.PathLike) else "The file"
+    not_model = (
+        f"{name} is not a skdynloss model file written by skdynloss.save, or it is "
+        "damaged or truncated"
+    )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:
+        raise ValueError(f"{not_model}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{not_model}.")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"{not_model}: no valid format version.")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{name} was written in format {version} by a newer skdynloss; this "
+            f"version reads formats up to {FORMAT_VERSION}. Upgrade skdynloss."
+        )
+    meta, tensors, digest = (payload.get(k) for k in ("meta", "tensors", "sha256"))
+    if (
+        set(payload) != _KEYS
+        or not isinstance(meta, str)
+        or not isinstance(digest, str)
+        or not isinstance(tensors, dict)
+        or not all(
+            isinstance(k, str)
+            and type(t) is torch.Tensor
+            and t.layout == torch.strided
+            and t.dtype in _DTYPES
+            for k, t in tensors.items()
+        )
+    ):
+        raise ValueError(
+            f"{not_model}: its contents are not laid out as save writes them."
+        )
+    if checksum(meta, tensors) != digest:
+        raise ValueError(
+            f"{name} is damaged or was edited: its contents do not match their SHA-256 "
+            "checksum."
+        )
+    try:
+        meta = json.loads(meta)
+    except ValueError as exc:
+        raise ValueError(f"{not_model}: its JSON text is not valid: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{not_model}.")
+    return meta, tensors
+
+
+def load(path, *, device="auto"):
+    """Load an estimator saved by :func:`save`, without running code from the file.
+
+    The tensors are read by ``torch.load(weights_only=True)``, which builds tensors
+    and plain containers only; everything else is JSON. The checksum is verified
+    before anything is built, and the estimator is then rebuilt by its own code path,
+    so it predicts identically and continues training (``warm_start``,
+    ``partial_fit``) exactly as the saved one would have.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or binary file object
+        The file.
+    device : str or torch.device, default="auto"
+        Where to put the network: ``"auto"`` is CUDA when available, else the CPU, so
+        a model trained on a GPU loads on a machine without one. It becomes
+        ``device_``; the ``device`` hyperparameter stays as saved (a new fit resolves
+        it again).
+
+    Returns
+    -------
+    estimator : DynamicalLossClassifier or Pipeline
+        The fitted estimator, as it was saved.
+
+    Raises
+    ------
+    ValueError
+        When the file is not a skdynloss model, is damaged, truncated or edited (its
+        checksum does not match), or holds a pickle payload instead of data (it is
+        refused, never executed).
+
+    See Also
+    --------
+    save : write the file.
+    """
+    meta, tensors = read(path)
+    device = _resolve_device(device)
+    try:
+        if "pipeline" in meta:
+            return _rebuild_pipeline(meta["pipeline"], tensors, device)
+        return _rebuild_classifier(meta["classifier"], tensors, "", device)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(
+            f"The contents of {path if isinstance(path, str | os.PathLike) else 'the file'}"
+            f" are not those of a skdynloss model: {type(exc).__name__}: {exc}"
+        ) from exc
