@@ -52,14 +52,19 @@ def parser(description, repeats=7):
     return add_common_arguments(p, repeats)
 
 
-def add_common_arguments(p, repeats=7):
+def add_common_arguments(p, repeats=7, quick=True):
+    """--device, --threads, --dtype; --repeats unless ``repeats`` is None; --quick."""
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument(
         "--threads", type=int, default=1, help="torch and BLAS threads (all contenders)"
     )
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    p.add_argument("--repeats", type=int, default=repeats, help="timed rounds")
-    p.add_argument("--quick", action="store_true", help="small sizes, for the tests")
+    if repeats is not None:
+        p.add_argument("--repeats", type=int, default=repeats, help="timed rounds")
+    if quick:
+        p.add_argument(
+            "--quick", action="store_true", help="small sizes, for the tests"
+        )
     return p
 
 
@@ -110,7 +115,9 @@ def print_header(title, args, config):
         )
     else:
         print(f"device: cpu ({platform.processor() or platform.machine()})")
-    print(f"dtype: {args.dtype}; timed rounds: {args.repeats}; {load_note()}")
+    rounds = getattr(args, "repeats", None)
+    rounds = f"timed rounds: {rounds}; " if rounds is not None else ""
+    print(f"dtype: {args.dtype}; {rounds}{load_note()}")
     for key, value in config.items():
         print(f"  {key}: {value}")
     print(flush=True)
