@@ -1,422 +1,241 @@
-"""Peak memory of DynamicalLossClassifier.fit against hand-written torch loops.
+"""Memory: the size of a fitted estimator on disk, and the peak RSS of a fit.
 
-Method. Every measurement runs in a fresh child process (``python bench_memory.py
---child ...``) that
+size  (issue 9, target 3) a fitted DynamicalLossClassifier (its defaults, random_state
+      0) is pickled and joblib-dumped; the size must be at most 3x that of what it has
+      to keep: its module's state_dict, its optimizer's state_dict and its per-epoch
+      record (``dynamics_``), each pickled (every tensor in storage of its own). Cases: the default MLP (64 -> 100 -> 10)
+      on digits, a 10-hidden-layer MLP (width 100) on digits, and the digits CNN
+      (``module="cnn"``). Each dump is loaded back and must predict the same.
+rss   (for information) the peak resident memory a fit adds, skdynloss against the
+      reference loop of ``_harness`` on the same work, each measurement in a fresh
+      child process: same imports, one unrelated warm-up fit (torch's one-time lazy
+      allocations), the peak counter reset (``/proc/self/clear_refs``, Linux), then
+      one fit; reported is the peak VmHWM minus the RSS before the fit.
 
-1. imports torch, scikit-learn, skorch and skdynloss (the same imports for every
-   contender, so their baselines are equal) and loads the data set from a ``.npy`` file
-   that the parent wrote (the arrays are in their final dtype, so loading them allocates
-   nothing else);
-2. runs one tiny forward/backward/optimizer step of an unrelated network, so that
-   torch's one-time lazy allocations (thread pools, workspaces: about 80 MB on a CPU
-   build) are paid before the measurement by every contender alike;
-3. resets the kernel's peak-RSS counter by writing ``5`` to ``/proc/self/clear_refs``
-   (Linux >= 4.0; this resets both ``VmHWM`` and ``getrusage().ru_maxrss``) and reads
-   the current RSS: the *start*;
-4. runs one ``fit`` (or hand loop) and reads ``resource.getrusage(RUSAGE_SELF).ru_maxrss``:
-   the *peak*.
-
-``fit increment`` = peak - start is the memory the training itself needed at its worst
-moment (its tensors, the copy of X, autograd buffers, the history...). ``peak RSS``
-includes the Python interpreter, torch's libraries and the data (several hundred MB of
-shared libraries that every contender pays). Where ``clear_refs`` cannot be written the
-peak is the process's whole-life high-water mark, which the import of torch may
-dominate; the output says which method was used. With ``--device cuda`` the child also
-reports ``torch.cuda.max_memory_allocated()`` over the fit (after
-``reset_peak_memory_stats``).
-
-No tracemalloc: it sees only Python allocations, not torch's.
-
-    python benchmarks/bench_memory.py            # about 1-2 minutes on 2 cores
+    python benchmarks/bench_memory.py                 # ~1 min
     python benchmarks/bench_memory.py --quick
-    python benchmarks/bench_memory.py --device cuda
+    python benchmarks/bench_memory.py --sections size --epochs 100
 """
 
-import gc
+import copy
+import io
 import json
 import os
-import resource
+import pickle
 import subprocess
 import sys
-import tempfile
-import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
+import _harness as H  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-OURS, HAND_CE, HAND_DYN = "skdynloss", "hand (a) CE", "hand (b) dynamical+record"
-#: Differences smaller than this are flagged: page/arena granularity and the per-epoch
-#: history (about 1.3 KB per epoch) dominate them, not the training's tensors.
-NOISE_MB = 5.0
-SKORCH, SKLEARN = "skorch defaults", "sklearn MLPClassifier"
+TARGET = 3.0
+SIZE_CASES = {
+    "default MLP": {},
+    "10-layer MLP": {"hidden_layer_sizes": (100,) * 10},
+    "CNN": {"module": "cnn"},
+}
+RSS_CASES = ("spiral full batch", "digits batch 64")
 
 
-def cases(args):
-    """name -> training configuration (data set, network, optimizer, schedule)."""
-    big_n = 10_000 if args.quick else 50_000
-    steps = 300 if args.quick else args.steps
-    return {
-        "spiral-full-batch": dict(
-            data="spiral",
-            hidden=(100,),
-            optimizer="sgd",
-            lr=1.0,
-            batch_size=-1,
-            epochs=steps,
-            amplitude=70.0,
-            period=steps / 4,
-            contenders=(OURS, HAND_CE, HAND_DYN),
-        ),
-        "digits-mini-batch": dict(
-            data="digits",
-            hidden=(100,),
-            optimizer="adam",
-            lr=1e-3,
-            batch_size=64,
-            epochs=5 if args.quick else 20,
-            amplitude=70.0,
-            period=5.0,
-            contenders=(OURS, HAND_CE, HAND_DYN, SKORCH, SKLEARN),
-        ),
-        "big-full-batch": dict(
-            label=f"{big_n // 1000}k x 100, width 512, full batch",
-            data=f"big{big_n}",
-            hidden=(512,),
-            optimizer="sgd",
-            lr=0.1,
-            batch_size=-1,
-            epochs=2 if args.quick else 3,
-            amplitude=10.0,
-            period=1.0,
-            contenders=(OURS, HAND_CE, HAND_DYN),
-        ),
-        "big-batch-256": dict(
-            label=f"{big_n // 1000}k x 100, width 512, batch 256",
-            data=f"big{big_n}",
-            hidden=(512,),
-            optimizer="adam",
-            lr=1e-3,
-            batch_size=256,
-            epochs=1,
-            amplitude=10.0,
-            period=0.25,
-            contenders=(OURS, HAND_CE, HAND_DYN),
-        ),
-    }
+def nbytes(obj):
+    return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def make_data(name, dtype):
-    if name == "spiral":
-        return C.spiral(dtype)
-    if name == "digits":
-        return C.digits(dtype)
-    if name.startswith("big"):
-        return C.classification(
-            int(name[3:]), n_features=100, n_classes=10, dtype=dtype
+def own_storage(obj):
+    """``obj`` with every tensor cloned into storage of its own: a tensor that is a view
+    of a larger buffer pickles the whole buffer, and a state_dict is measured here as
+    what it holds, not as what its tensors happen to share."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return type(obj)((k, own_storage(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(own_storage(v) for v in obj)
+    return obj
+
+
+def size_section(args, X, y):
+    import joblib
+
+    rows, checks = [], []
+    for name, params in SIZE_CASES.items():
+        clf = H.estimator(
+            **params, max_epochs=args.epochs, device=args.device, dtype=args.dtype,
+            compute_sharpness=True,
+        ).fit(X, y)  # fmt: skip
+        kept = {
+            "module state_dict": nbytes(own_storage(clf.module_.state_dict())),
+            "optimizer state_dict": nbytes(
+                own_storage(clf.net_.optimizer_.state_dict())
+            ),
+            "record": nbytes(clf.dynamics_),
+        }
+        essential = sum(kept.values())
+        buffer = io.BytesIO()
+        joblib.dump(clf, buffer)
+        dumps = {"pickle": pickle.dumps(clf), "joblib": buffer.getvalue()}
+        expected = clf.predict_proba(X[:50])
+        for kind, blob in dumps.items():
+            loaded = (
+                pickle.loads(blob)
+                if kind == "pickle"
+                else joblib.load(io.BytesIO(blob))
+            )
+            if not np.allclose(loaded.predict_proba(X[:50]), expected):
+                print(f"WARNING: {name}: the {kind} round trip predicts differently")
+        n_params = sum(p.numel() for p in clf.module_.parameters())
+        rows.append(
+            {
+                "case": name,
+                "epochs": clf.n_iter_,
+                "parameters": n_params,
+                **{f"{k} kB": v / 1e3 for k, v in kept.items()},
+                "pickle kB": len(dumps["pickle"]) / 1e3,
+                "joblib kB": len(dumps["joblib"]) / 1e3,
+            }
         )
-    raise ValueError(name)
+        for kind, blob in dumps.items():
+            r = len(blob) / essential
+            checks.append(
+                {
+                    "check": f"{name}: {kind} / (state_dicts + record)",
+                    "ratio": f"{r:.2f}x",
+                    "target": f"<= {TARGET:.2f}x",
+                    "verdict": H.verdict(r, TARGET),
+                }
+            )
+    H.print_table(rows, title="Size of a fitted estimator (kB = 1000 bytes)")
+    return checks
 
 
-# ------------------------------------------------------------------------- child
+# ------------------------------------------------------------------- peak RSS
 
 
-def _rss_mb():
+def status_kb(field):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
 
 
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _warm_torch(device, dtype, n_features, n_classes):
-    """Pay torch's one-time lazy initialisations before the peak counter is reset.
-
-    The first forward/backward/optimizer step of a process allocates thread pools,
-    kernel workspaces and autograd state (about 80 MB on a CPU build) whatever is being
-    trained; every contender gets the same warm-up, so the increments compare the fits.
-    """
-    import torch.nn.functional as F
-
-    net = torch.nn.Sequential(
-        torch.nn.Linear(n_features, 8), torch.nn.ReLU(), torch.nn.Linear(8, n_classes)
-    ).to(device=device, dtype=dtype)
-    x = torch.zeros(4, n_features, device=device, dtype=dtype)
-    t = torch.zeros(4, dtype=torch.long, device=device)
-    for opt in (
-        torch.optim.SGD(net.parameters(), lr=0.1),
-        torch.optim.Adam(net.parameters()),
-    ):
-        logits = net(x)
-        ce = F.cross_entropy(logits, t, reduction="none")
-        loss = (torch.ones(n_classes, device=device, dtype=dtype)[t] * ce).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        torch.stack([loss.detach(), ce.sum()]).tolist()
-        (logits.argmax(dim=1) == t).sum().item()
-    del net, opt, x, t, logits, ce, loss
-
-
-def child(args):
-    # The same imports for every contender.
-    import sklearn.neural_network  # noqa: F401
+def rss_child(case, contender, args):
+    """One measurement, in this (fresh) process: a JSON line on stdout."""
+    import sklearn.neural_network  # noqa: F401  (every child imports the same modules)
     import skorch  # noqa: F401
 
     import skdynloss  # noqa: F401
 
-    device = C.setup(args)
-    dtype = C.DTYPES[args.dtype]
-    cfg = cases(args)[args.case]
-    X = np.load(os.path.join(args.data, "X.npy"))
-    y = np.load(os.path.join(args.data, "y.npy"))
-    n_classes = int(y.max()) + 1
-    common = dict(
-        module="mlp",
-        hidden=cfg["hidden"],
-        optimizer=cfg["optimizer"],
-        lr=cfg["lr"],
-        batch_size=cfg["batch_size"],
-        epochs=cfg["epochs"],
-        device=device,
-    )
-    _warm_torch(device, dtype, X.shape[1], n_classes)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        cuda_start = torch.cuda.memory_allocated()
-    reset = _reset_peak()
-    start = _rss_mb()
-    if args.contender == OURS:
-        clf = C.skdynloss_classifier(
-            amplitude=cfg["amplitude"], period=cfg["period"], dtype=args.dtype, **common
-        ).fit(X, y)
-        C.check_fitted(clf, cfg["epochs"], OURS)
-    elif args.contender in (HAND_CE, HAND_DYN):
-        C.hand_fit(
-            X,
-            y,
-            variant="ce" if args.contender == HAND_CE else "dynamical",
-            n_classes=n_classes,
-            amplitude=cfg["amplitude"],
-            period=cfg["period"],
-            dtype=dtype,
-            **common,
-        )
-    elif args.contender == SKORCH:
-        C.skorch_classifier(
-            n_features=X.shape[1], n_classes=n_classes, dtype=dtype, **common
-        ).fit(X, y)
-    elif args.contender == SKLEARN:
-        from sklearn.exceptions import ConvergenceWarning
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            C.sklearn_mlp(
-                hidden=cfg["hidden"],
-                batch_size=cfg["batch_size"],
-                epochs=cfg["epochs"],
-                lr=cfg["lr"],
-            ).fit(X, y)
+    device = H.setup(args)
+    if case == "spiral full batch":
+        X, y = H.spiral(args.dtype)
+        train = {"optimizer": "sgd", "lr": 1.0, "momentum": 0.0, "batch_size": -1}
+        epochs = 100 if args.quick else 1000
     else:
-        raise ValueError(args.contender)
-    out = {
-        "start_mb": start,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "reset": reset,
-    }
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        out["cuda_peak_mb"] = (torch.cuda.max_memory_allocated() - cuda_start) / 2**20
-    print("RESULT " + json.dumps(out))
+        X, y = H.digits(args.dtype)
+        train = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "batch_size": 64}
+        epochs = 2 if args.quick else 10
+    net = H.mlp(X.shape[1], (100,), int(y.max()) + 1, dtype=args.dtype).to(device)
+
+    def fit(X, y, epochs):
+        dyn = {"amplitude": 70.0, "period": epochs / 4}
+        if contender == "reference":
+            H.reference_fit(X, y, copy.deepcopy(net), epochs=epochs, device=device,
+                            **train, **dyn)  # fmt: skip
+        else:
+            H.estimator(module=H.Copies(net), max_epochs=epochs, device=args.device,
+                        dtype=args.dtype, **train, **dyn).fit(X, y)  # fmt: skip
+
+    fit(X[::10], y[::10], 2)  # warm-up on less data: torch's one-time allocations
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak (VmHWM) to the current RSS
+    before = status_kb("VmRSS")
+    fit(X, y, epochs)
+    peak = status_kb("VmHWM")
+    print(json.dumps({"before": before / 1024, "peak": peak / 1024}))
 
 
-# ------------------------------------------------------------------------ parent
-
-
-def run_child(args, case, contender, data_dir):
-    cmd = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--child",
-        "--case",
-        case,
-        "--contender",
-        contender,
-        "--data",
-        data_dir,
-        "--device",
-        args.device,
-        "--threads",
-        str(args.threads),
-        "--dtype",
-        args.dtype,
-        "--steps",
-        str(args.steps),
-    ] + (["--quick"] if args.quick else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(
-        f"child {case!r} / {contender!r} failed (exit {proc.returncode}):\n"
-        f"{proc.stdout}\n{proc.stderr}"
+def rss_section(args):
+    rows = []
+    for case in RSS_CASES:
+        result = {}
+        for contender in ("reference", "skdynloss"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", case, contender,
+                   "--device", args.device, "--dtype", args.dtype,
+                   "--threads", str(args.threads)] + (["--quick"] if args.quick else [])  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if out.returncode != 0:
+                print(f"WARNING: {case} / {contender} failed:\n{out.stderr[-1500:]}")
+                continue
+            result[contender] = json.loads(out.stdout.strip().splitlines()[-1])
+        for contender, r in result.items():
+            increment = r["peak"] - r["before"]
+            ref = result.get("reference")
+            rows.append(
+                {
+                    "case": case,
+                    "contender": contender,
+                    "RSS before MB": r["before"],
+                    "peak MB": r["peak"],
+                    "fit increment MB": increment,
+                    "extra over reference MB": (
+                        increment - (ref["peak"] - ref["before"])
+                        if ref
+                        else float("nan")
+                    ),
+                }
+            )
+    H.print_table(
+        rows, title="Peak RSS of one fit, fresh process each (MB = 2**20 bytes)"
     )
 
 
 def main(argv=None):
-    p = C.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller cases (< 1 minute)")
-    p.add_argument("--steps", type=int, default=2000, help="spiral full-batch steps")
+    p = H.parser(__doc__.splitlines()[0], repeats=1)
+    p.add_argument("--sections", default="size,rss")
+    p.add_argument("--epochs", type=int, default=100, help="epochs of the size fits")
     p.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="children per contender and case (the smallest increment is kept)",
+        "--child", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse_hide()
     )
-    p.add_argument(
-        "--cases",
-        default=None,
-        help="comma-separated subset of spiral-full-batch, digits-mini-batch, "
-        "big-full-batch, big-batch-256",
-    )
-    p.add_argument("--child", action="store_true", help=argparse_hidden())
-    p.add_argument("--case", help=argparse_hidden())
-    p.add_argument("--contender", help=argparse_hidden())
-    p.add_argument("--data", help=argparse_hidden())
     args = p.parse_args(argv)
     if args.child:
-        return child(args)
-
-    device = C.setup(args)
-    dtype = C.DTYPES[args.dtype]
-    all_cases = cases(args)
-    chosen = list(all_cases) if args.cases is None else args.cases.split(",")
-    unknown = [c for c in chosen if c not in all_cases]
-    if unknown:
-        sys.exit(f"error: unknown case(s) {unknown}; choose from {list(all_cases)}")
-    config = {
-        name: ", ".join(
-            f"{k}={v}"
-            for k, v in all_cases[name].items()
-            if k not in ("contenders", "label")
-        )
-        + " | contenders: "
-        + ", ".join(all_cases[name]["contenders"])
-        for name in chosen
-    }
-    config["children per contender"] = args.repeats
-    config["method"] = (
-        "one fresh child per measurement; equal imports; data loaded from .npy; torch "
-        "warmed up by a tiny unrelated step; peak "
-        "counter reset (/proc/self/clear_refs) just before fit; fit increment = "
-        "ru_maxrss after fit - RSS before fit"
+        return rss_child(*args.child, args)
+    if args.quick:
+        args.epochs = min(args.epochs, 3)
+    H.setup(args)
+    sections = args.sections.split(",")
+    H.print_header(
+        "Memory: size of a fitted estimator, peak RSS of a fit",
+        args,
+        {
+            "size fits": f"defaults (compute_sharpness=True), {args.epochs} epochs",
+            "sections": ", ".join(sections),
+        },  # fmt: skip
     )
-    C.print_header("skdynloss peak-memory benchmark", args, config)
-    del device
-    rows, summary = [], []
-    methods = set()
-    with tempfile.TemporaryDirectory() as tmp:
-        for case in chosen:
-            cfg = all_cases[case]
-            data_dir = os.path.join(tmp, cfg["data"])
-            if not os.path.isdir(data_dir):
-                os.makedirs(data_dir)
-                X, y = make_data(cfg["data"], dtype)
-                np.save(os.path.join(data_dir, "X.npy"), np.ascontiguousarray(X))
-                np.save(os.path.join(data_dir, "y.npy"), y)
-            results = {}
-            for contender in cfg["contenders"]:
-                print(f"  measuring {case} / {contender}", file=sys.stderr, flush=True)
-                runs = [
-                    run_child(args, case, contender, data_dir)
-                    for _ in range(args.repeats)
-                ]
-                results[contender] = min(
-                    runs, key=lambda r: r["peak_mb"] - r["start_mb"]
-                )
-                methods.add(results[contender]["reset"])
-            X_mb = os.path.getsize(os.path.join(data_dir, "X.npy")) / 2**20
-            ref_inc = {
-                h: max(results[h]["peak_mb"] - results[h]["start_mb"], 1e-9)
-                for h in (HAND_CE, HAND_DYN)
-            }
-            for contender, r in results.items():
-                inc = r["peak_mb"] - r["start_mb"]
-                row = {
-                    "case": cfg.get("label", case),
-                    "X MB": X_mb,
-                    "contender": contender,
-                    "start RSS MB": r["start_mb"],
-                    "peak RSS MB": r["peak_mb"],
-                    "fit increment MB": inc,
-                    "incr. / hand (a)": f"{inc / ref_inc[HAND_CE]:.2f}x",
-                    "peak / hand (a)": f"{r['peak_mb'] / results[HAND_CE]['peak_mb']:.2f}x",
-                }
-                if args.device == "cuda":
-                    row["cuda peak MB"] = r.get("cuda_peak_mb", float("nan"))
-                rows.append(row)
-            ours = results[OURS]
-            inc = ours["peak_mb"] - ours["start_mb"]
-            for ref in (HAND_CE, HAND_DYN):
-                summary.append(
-                    {
-                        "case": cfg.get("label", case),
-                        "vs": ref,
-                        "increment ratio": f"{inc / ref_inc[ref]:.2f}x",
-                        "peak RSS ratio": f"{ours['peak_mb'] / results[ref]['peak_mb']:.2f}x",
-                        "extra MB": inc - ref_inc[ref],
-                        "target": "<= 1.50x",
-                        "verdict (increment)": C.verdict(inc / ref_inc[ref], 1.5)
-                        + (
-                            f" (only {inc - ref_inc[ref]:+.1f} MB)"
-                            if abs(inc - ref_inc[ref]) < NOISE_MB
-                            else ""
-                        ),
-                        "verdict (peak RSS)": C.verdict(
-                            ours["peak_mb"] / results[ref]["peak_mb"], 1.5
-                        ),
-                    }
-                )
-                if args.device == "cuda":
-                    summary[-1]["cuda ratio"] = (
-                        f"{ours['cuda_peak_mb'] / max(results[ref]['cuda_peak_mb'], 1e-9):.2f}x"
-                    )
-    C.print_table(rows, title="Peak memory of one fit (MB = 2**20 bytes)")
-    C.print_table(summary, title="skdynloss vs the hand loops")
-    print(
-        "peak-counter reset via /proc/self/clear_refs: "
-        + ("yes" if methods == {True} else "NO (whole-life high-water marks)")
-    )
-    print(
-        "fit increment = peak RSS during fit - RSS just before fit; it includes the "
-        "copy of X that fit makes (torch.tensor copies), the network, optimizer "
-        "state, autograd buffers and the history (skorch keeps one dict per epoch, "
-        "about 1.3 KB each: 2000 full-batch epochs are about 2.6 MB)."
-    )
-    print(
-        f"'only +x MB': increments that differ by less than {NOISE_MB:g} MB; their "
-        "ratios say little (a 400 MB process), read the peak RSS ratio there."
-    )
+    checks = []
+    if "size" in sections:
+        X, y = H.digits(args.dtype)
+        checks += size_section(args, X, y)
+    if "rss" in sections:
+        if os.path.exists("/proc/self/clear_refs"):
+            rss_section(args)
+        else:
+            print("rss: skipped (no /proc/self/clear_refs on this system)")
+    if checks:
+        H.print_checks(checks, title="Target: size on disk")
+    print(H.load_note())
+    return 0
 
 
-def argparse_hidden():
+def argparse_hide():
     import argparse
 
     return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
-    main()
+    torch.set_num_threads(1)
+    raise SystemExit(main())

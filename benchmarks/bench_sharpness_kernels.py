@@ -34,7 +34,7 @@ from contextlib import nullcontext
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
+import _harness as C  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call, grad, jvp, vjp  # noqa: E402
@@ -219,12 +219,13 @@ def bench_eigen(model, X, y, device, repeats):
 
 
 def main(argv=None):
-    parser = C.add_common_arguments(argparse.ArgumentParser(description=__doc__))
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds")
+    parser = C.add_common_arguments(argparse.ArgumentParser(description=__doc__), 7)
     parser.add_argument(
         "--per-call", type=int, default=10, help="HVPs per timed call (hvp section)"
     )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.per_call = 1, 2
     device = C.setup(args)
     dtype = C.DTYPES[args.dtype]
     C.print_header(
@@ -232,14 +233,15 @@ def main(argv=None):
         args,
         {**FIT, "module": "64 -> 100 -> ReLU -> 10", "repeats": args.repeats},
     )
-    X_np, y_np = C.digits(dtype)
+    X_np, y_np = C.digits(args.dtype)
     n_classes = int(y_np.max()) + 1
 
     def fit():
-        return C.hand_fit(
-            X_np, y_np, variant="ce", module="mlp", n_classes=n_classes,
-            device=device, dtype=dtype, seed=0, **FIT,
-        )[0]  # fmt: skip
+        net = C.mlp(X_np.shape[1], (100,), n_classes, dtype=args.dtype).to(device)
+        # amplitude 1: plain cross-entropy
+        return C.reference_fit(
+            X_np, y_np, net, amplitude=1.0, period=1.0, device=device, **FIT
+        )[0]
 
     model = fit()
     fit_times = C.interleaved({"fit": fit}, device, repeats=3, verbose=False)["fit"]

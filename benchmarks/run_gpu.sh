@@ -10,9 +10,9 @@
 # without dependencies if skdynloss is not importable (the machine may be offline:
 # scikit-learn, skorch and scipy must already be installed, or wheels for them must be
 # in $WHEELHOUSE, which is then used with --no-index), (3) runs the tests marked gpu
-# (`pytest -m gpu`; "no tests collected" is not a failure), (4) runs the training
-# benchmarks on CUDA: full batch, mini-batch, CNN on digits, predict_proba, and (5) the
-# peak-memory benchmark on CUDA (quick sizes, two cases).
+# (`pytest -m gpu`; "no tests collected" is not a failure), (4) runs the benchmarks of
+# issue 9's targets on CUDA: training time against the reference loop with the empty
+# callback, the cost per partial_fit call, and the size of fitted estimators.
 #
 # Everything printed also goes to "$OUT/gpu_report.txt" when $OUT is set.
 # For a dry run of the script itself on a machine without a GPU:
@@ -121,15 +121,17 @@ else
     echo "pytest is not installed: skipped"
 fi
 
-# Full-batch (2000 steps), mini-batch (20 epochs), CNN (10 epochs) and predict_proba;
-# 5 timed rounds (median of 5) to stay within about 5 minutes in all.
-run "training benchmark on $DEVICE" 270 \
-    "$PY" benchmarks/bench_training.py --device "$DEVICE" --cnn --repeats 5 ${EXTRA[@]+"${EXTRA[@]}"}
+# Issue 9's targets on the device: training time against the reference loop and the
+# empty-callback cost (7 rounds of both regimes), the cost per partial_fit call (1500
+# calls each), the size of fitted estimators (CPU RSS is not measured on CUDA).
+run "training benchmark on $DEVICE" 240 \
+    "$PY" benchmarks/bench_training.py --device "$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"}
 
-# Two cases only (each measurement is a fresh process that initialises CUDA).
-run "peak-memory benchmark on $DEVICE (quick, two cases)" 150 \
-    "$PY" benchmarks/bench_memory.py --device "$DEVICE" --quick \
-    --cases spiral-full-batch,big-full-batch
+run "partial_fit benchmark on $DEVICE" 180 \
+    "$PY" benchmarks/bench_partial_fit.py --device "$DEVICE" --calls 1500 ${EXTRA[@]+"${EXTRA[@]}"}
+
+run "size of fitted estimators on $DEVICE" 120 \
+    "$PY" benchmarks/bench_memory.py --device "$DEVICE" --sections size --epochs 20 ${EXTRA[@]+"${EXTRA[@]}"}
 
 step "done: $FAILED step(s) failed, $((SECONDS - START)) s in all"
 exit "$FAILED"
