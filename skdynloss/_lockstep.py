@@ -39,7 +39,7 @@ import torch
 from sklearn.utils import _safe_indexing
 
 from ._classifier import DynamicalLossClassifier, _hidden_sizes, _resolve_device
-from ._losses import per_sample_losses, weighted_mean
+from ._losses import weighted_mean
 from ._modules import MLP
 from ._net import batch_size_for, steps_per_epoch
 from ._schedules import class_weights
@@ -123,11 +123,17 @@ def hyperparameter_key(estimator):
 
 
 class StackedMLP(torch.nn.Module):
-    """K MLPs of the same widths as one module: inputs (K, B, F) -> outputs (K, B, C).
+    """K MLPs of the same widths as one module, computed class-major.
+
+    ``forward`` maps inputs of shape (K, F, B) (model k's batch, transposed) to outputs
+    of shape (K, C, B). Every layer is one batched product ``W_k a_k + b_k``: the
+    transpose of what torch.nn.Linear computes for one model, in a layout where the
+    softmax over classes reduces over a non-innermost axis (measured about 40x faster
+    than over an innermost axis of three classes, on the CPU).
 
     Its parameters are the K models' parameters stacked, in the order of each model's
-    ``parameters()`` (weight, bias of every layer), so that ``parameters()`` of the stack
-    and of model k correspond one to one.
+    ``parameters()`` (weight, bias of every layer), so that the stack's parameter j,
+    row k, is model k's parameter j.
     """
 
     def __init__(self, modules):
@@ -147,11 +153,25 @@ class StackedMLP(torch.nn.Module):
         last = len(params) // 2 - 1
         for depth in range(last + 1):
             weight, bias = params[2 * depth], params[2 * depth + 1]
-            # x W^T + b for every model at once, as torch.nn.Linear computes it for one.
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            x = torch.baddbmm(bias.unsqueeze(2), weight, x)
             if depth < last:
                 x = torch.relu(x)
         return x
+
+
+def class_major_losses(outputs, y, base):
+    """Per-sample base losses (K, B) of class-major outputs (K, C, B).
+
+    The formulas of :func:`skdynloss._losses.cross_entropy` and
+    :func:`~skdynloss._losses.squared_error`, reduced over the class axis 1.
+    """
+    if base == "cross_entropy":
+        log_probs = torch.log_softmax(outputs, dim=1)
+        return -log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
+    if base == "squared_error":
+        one_hot = torch.nn.functional.one_hot(y, outputs.shape[1]).to(outputs.dtype)
+        return (outputs - one_hot.transpose(1, 2)).square().mean(dim=1)
+    raise ValueError(f"the base loss {base!r} cannot be stacked")
 
 
 def _is_plain_mlp(module):
@@ -430,10 +450,10 @@ def _train_stack(models, *, epochs, state, progress=None):
 
     def per_sample(outputs, y):
         if len(groups) == 1:
-            return per_sample_losses(outputs, y, crits[0].base)
+            return class_major_losses(outputs, y, crits[0].base)
         losses = outputs.new_empty(y.shape)
         for base, ix in groups.items():
-            losses[ix] = per_sample_losses(outputs[ix], y[ix], base)
+            losses[ix] = class_major_losses(outputs[ix], y[ix], base)
         return losses
 
     f64 = torch.float64
@@ -447,6 +467,7 @@ def _train_stack(models, *, epochs, state, progress=None):
     best = [math.inf] * K
     active, active_index = list(range(K)), None
     step = 0
+    table_start, gammas_np = 0, ()
     with torch.enable_grad(), torch.inference_mode(False):
         for epoch in range(epochs):
             if epoch >= next_copy:
@@ -462,19 +483,20 @@ def _train_stack(models, *, epochs, state, progress=None):
             n_steps = 0
             for s in range(spe):
                 t = step / spe
-                static = t >= static_from - 1e-9
-                gamma_np = class_weights(t, **schedule)
-                # The static last period: weights 1 (class_weights takes one static
-                # flag per time, not per configuration).
-                gamma_np[static] = 1.0
-                gamma = torch.from_numpy(gamma_np).to(data.device, data.X.dtype)
+                row = step - table_start
+                if row >= len(gammas_np):
+                    table_start, row = step, 0
+                    gammas_np, gammas, statics = _weights_table(
+                        step, spe * epochs, spe, schedule, static_from, data
+                    )
+                gamma_np, gamma, static = gammas_np[row], gammas[row], statics[row]
                 if full_batch is not None:
                     xb, yb, wb = full_batch
                 else:
                     cols = slice(s * data.batch_size, (s + 1) * data.batch_size)
                     xb, yb, wb = data.gather(table[:, cols], valid[:, cols])
                 optimizer.zero_grad()
-                outputs = stack(xb)
+                outputs = stack(xb.transpose(1, 2))
                 losses = per_sample(outputs, yb)
                 loss = weighted_mean(losses, yb, gamma, sample_weight=wb)
                 # Model k's gradient of the sum is that of its own loss.
@@ -483,7 +505,7 @@ def _train_stack(models, *, epochs, state, progress=None):
                 with torch.no_grad():
                     # LossClock's record of the step: loss, base loss and accuracy of
                     # the batch, weighted by its rows (or sample weights).
-                    correct = outputs.detach().argmax(dim=-1) == yb
+                    correct = outputs.detach().argmax(dim=1) == yb
                     losses = losses.detach()
                     if wb is None:
                         total = torch.full((K,), float(yb.shape[1]), dtype=f64)
@@ -539,6 +561,24 @@ def _train_stack(models, *, epochs, state, progress=None):
              "_copied": copied}
     for k, m in enumerate(models):
         _end(m, guard, spe, best[k], state["stop"])
+
+
+def _weights_table(first, n_steps, spe, schedule, static_from, data):
+    """Gamma of every model at the times of steps ``first, first + 1, ...``.
+
+    One call of class_weights for many steps at once (at most about a million weights):
+    the times ``step / spe`` are those the clock sets, and the array path computes
+    what the scalar one computes for each (the schedules' tests check it).
+    """
+    k, c = len(static_from), schedule["n_classes"]
+    count = min(n_steps - first, max(1, 2**20 // (k * c)))
+    times = np.arange(first, first + count) / spe
+    gammas = class_weights(times, **schedule)  # (count, K, C)
+    statics = times[:, None] >= static_from[None, :] - 1e-9
+    # The static last period: weights 1 (class_weights takes one static flag per
+    # time, not one per configuration).
+    gammas[statics] = 1.0
+    return gammas, torch.from_numpy(gammas).to(data.device, data.X.dtype), statics
 
 
 def _write_rows(models, active, stats, gamma_sum, n_steps, time_, batch_losses, best):
