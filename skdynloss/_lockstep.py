@@ -545,6 +545,9 @@ def _train_stack(models, *, epochs, state, progress=None):
             ]
             for k in bad:
                 _diverge(models[k], k, good, good_epoch)
+                # Its guard stops where it stood when the model diverged.
+                models[k].guard = {"_good_epoch": good_epoch, "_next_copy": next_copy,
+                                   "_every": every, "_copied": copied}
             if bad:
                 active = [k for k in active if k not in bad]
                 active_index = torch.tensor(active, dtype=torch.long, device=data.device)
@@ -670,7 +673,7 @@ def _end(model, guard, spe, best, stopped):
     clock._best_loss = best
     clock.stop_requested = bool(stopped)
     divergence = callbacks["divergence_guard"]
-    for key, value in guard.items():
+    for key, value in getattr(model, "guard", guard).items():
         setattr(divergence, key, value)
     divergence.diverged_ = model.diverged
     if end_step:

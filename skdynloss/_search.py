@@ -54,17 +54,24 @@ def _group_key(estimator, parameters, fit_params):
     allowed = {"sample_weight" if name is None else f"{name}__sample_weight"}
     if set(fit_params) - allowed:
         return None
-    key = hyperparameter_key(final)
+    try:
+        key = hyperparameter_key(final)
+    except Exception:
+        # An invalid value: the ordinary fit raises (or records) its error.
+        return None
     if key is None:
         return None
-    prefix = None if name is None else f"{name}__"
-    earlier = tuple(
-        sorted(
-            (k, repr(v))
-            for k, v in parameters.items()
-            if prefix is None or not k.startswith(prefix)
+    # A Pipeline's earlier steps: the group shares their parameters (and fits them
+    # once per fold); the final step's are in ``key``.
+    earlier = ()
+    if name is not None:
+        earlier = tuple(
+            sorted(
+                (k, repr(v))
+                for k, v in parameters.items()
+                if not k.startswith(f"{name}__")
+            )
         )
-    )
     return (key, earlier)
 
 
