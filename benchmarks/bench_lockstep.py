@@ -108,7 +108,9 @@ def compare(case, rounds):
             scores[label] = score
     grid_t = statistics.median(times["GridSearchCV"])
     lock_t = statistics.median(times["LockstepGridSearchCV"])
-    agree = float(np.max(np.abs(scores["GridSearchCV"] - scores["LockstepGridSearchCV"])))
+    agree = float(
+        np.max(np.abs(scores["GridSearchCV"] - scores["LockstepGridSearchCV"]))
+    )
     n_rows = int(len(X) * 4 / 5)
     per_model = model_bytes(clf, n_rows, X.shape[1], len(np.unique(y)))
     return {

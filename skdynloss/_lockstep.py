@@ -86,7 +86,10 @@ def unstackable_reason(estimator):
 def _freeze(value):
     """A hashable, comparable stand-in for a hyperparameter value."""
     if isinstance(value, list | tuple | np.ndarray):
-        return ("seq", tuple(_freeze(v) for v in np.asarray(value, dtype=object).ravel()))
+        return (
+            "seq",
+            tuple(_freeze(v) for v in np.asarray(value, dtype=object).ravel()),
+        )
     if isinstance(value, float | int | str | bool | type(None)):
         return value
     return ("obj", id(value), repr(value))
@@ -218,7 +221,9 @@ def _prepare(estimator, X, y, sample_weight, dataset_key, cache):
         X, y, sample_weight = estimator._validate_training_data(
             X, y, sample_weight, reset=True, dtype=dtype
         )
-        y_encoded, classes_ = estimator._encode_labels(y, continuing=False, classes=None)
+        y_encoded, classes_ = estimator._encode_labels(
+            y, continuing=False, classes=None
+        )
         device = _resolve_device(estimator.device)
         net = estimator._build(X.shape[1], classes_, device)
         key = (dataset_key, dtype, device, sample_weight is None)
@@ -352,7 +357,10 @@ class _Data:
         self.w = None
         if self.weighted:
             self.w = torch.cat(
-                [d[2] if d[2] is not None else torch.ones_like(d[0][:, 0]) for d in sources]
+                [
+                    d[2] if d[2] is not None else torch.ones_like(d[0][:, 0])
+                    for d in sources
+                ]
             )
         self.device = self.X.device
         self.offsets = torch.tensor(offsets, device=self.device)
@@ -360,7 +368,9 @@ class _Data:
         self.K = len(models)
         # Same steps per epoch for all: either every model is full batch, or all have
         # batches of batch_size rows (the last one of each epoch shorter).
-        self.batch_size = batch_size_for(int(models[0].estimator.batch_size), max(self.n))
+        self.batch_size = batch_size_for(
+            int(models[0].estimator.batch_size), max(self.n)
+        )
         self.spe = steps_per_epoch(self.batch_size, max(self.n))
 
     def gather(self, idx, valid):
@@ -380,7 +390,9 @@ class _Data:
         cols = torch.arange(N, device=self.device)
         n = torch.tensor(self.n, device=self.device)
         valid = cols < n.unsqueeze(1)
-        idx = torch.where(valid, self.offsets.unsqueeze(1) + cols, self.offsets.unsqueeze(1))
+        idx = torch.where(
+            valid, self.offsets.unsqueeze(1) + cols, self.offsets.unsqueeze(1)
+        )
         return self.gather(idx, valid)
 
     def epoch_table(self, models):
@@ -533,24 +545,39 @@ def _train_stack(models, *, epochs, state, progress=None):
                     models[k].last_time, models[k].last_static = t, bool(static[k])
                 if state["stop"]:
                     break
-            _write_rows(models, active, stats, gamma_sum, n_steps, step / spe,
-                        batch_losses, best)
+            _write_rows(
+                models,
+                active,
+                stats,
+                gamma_sum,
+                n_steps,
+                step / spe,
+                batch_losses,
+                best,
+            )
             for k in active:
                 models[k].end_step = step
             if state["stop"]:
                 break
             bad = [
-                k for k in active
+                k
+                for k in active
                 if not math.isfinite(models[k].history_rows[-1]["train_loss"])
             ]
             for k in bad:
                 _diverge(models[k], k, good, good_epoch)
                 # Its guard stops where it stood when the model diverged.
-                models[k].guard = {"_good_epoch": good_epoch, "_next_copy": next_copy,
-                                   "_every": every, "_copied": copied}
+                models[k].guard = {
+                    "_good_epoch": good_epoch,
+                    "_next_copy": next_copy,
+                    "_every": every,
+                    "_copied": copied,
+                }
             if bad:
                 active = [k for k in active if k not in bad]
-                active_index = torch.tensor(active, dtype=torch.long, device=data.device)
+                active_index = torch.tensor(
+                    active, dtype=torch.long, device=data.device
+                )
             if copied and active:
                 good, start = start, good
                 good_epoch, next_copy, copied = epoch, epoch + every, False
@@ -560,8 +587,12 @@ def _train_stack(models, *, epochs, state, progress=None):
                 break
     for k in active:
         _extract(models[k], k, params, optimizer)
-    guard = {"_good_epoch": good_epoch, "_next_copy": next_copy, "_every": every,
-             "_copied": copied}
+    guard = {
+        "_good_epoch": good_epoch,
+        "_next_copy": next_copy,
+        "_every": every,
+        "_copied": copied,
+    }
     for k, m in enumerate(models):
         _end(m, guard, spe, best[k], state["stop"])
 
@@ -734,8 +765,14 @@ class _Progress:
         )
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=epochs, unit="epoch", desc=desc, file=self.file,
-                        leave=False, mininterval=0.5)
+        self.bar = tqdm(
+            total=epochs,
+            unit="epoch",
+            desc=desc,
+            file=self.file,
+            leave=False,
+            mininterval=0.5,
+        )
 
         def update(done, n_active):
             self.bar.update(done - self.bar.n)
@@ -757,8 +794,16 @@ class _Progress:
         return elapsed
 
 
-def fit_datasets(estimators, datasets, *, errors="raise", interrupt="warn", verbose=0,
-                 max_stack_bytes=None, label=""):
+def fit_datasets(
+    estimators,
+    datasets,
+    *,
+    errors="raise",
+    interrupt="warn",
+    verbose=0,
+    max_stack_bytes=None,
+    label="",
+):
     """Fit each estimator on its own data set, in stacks where possible.
 
     Parameters
@@ -791,7 +836,9 @@ def fit_datasets(estimators, datasets, *, errors="raise", interrupt="warn", verb
         t0 = time.perf_counter()
         try:
             _warn_static(est)
-            models[k] = _prepare(est, X, y, w, ("key", key) if key is not None else ("own", k), cache)
+            models[k] = _prepare(
+                est, X, y, w, ("key", key) if key is not None else ("own", k), cache
+            )
         except Exception as exc:
             if errors == "raise":
                 _restore_all(models)
@@ -883,8 +930,9 @@ def _restore_all(models):
         _restore(m)
 
 
-def fit_lockstep(estimators, X, y, *, rows=None, sample_weight=None, verbose=0,
-                 max_stack_bytes=None):
+def fit_lockstep(
+    estimators, X, y, *, rows=None, sample_weight=None, verbose=0, max_stack_bytes=None
+):
     """Fit many DynamicalLossClassifier configurations at once.
 
     Estimators that differ only in what can be stacked (``amplitude``, ``period``,
@@ -945,7 +993,9 @@ def fit_lockstep(estimators, X, y, *, rows=None, sample_weight=None, verbose=0,
             continue
         r = np.asarray(rows[k])
         if r.ndim != 1 or not np.issubdtype(r.dtype, np.integer):
-            raise ValueError("rows must hold one 1-d array of row indices per estimator.")
+            raise ValueError(
+                "rows must hold one 1-d array of row indices per estimator."
+            )
         datasets.append(
             (
                 _safe_indexing(X, r),

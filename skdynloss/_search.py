@@ -80,17 +80,41 @@ def _error_scores(scorer, error_score, return_train_score):
         test = {name: error_score for name in scorer._scorers}
     else:
         test = error_score
-    train = (test.copy() if isinstance(test, dict) else test) if return_train_score else None
+    train = (
+        (test.copy() if isinstance(test, dict) else test)
+        if return_train_score
+        else None
+    )
     return test, train
 
 
-def _run_group(estimators, tasks, X, y, splits, *, scorer, fit_params, score_params,
-               return_train_score, error_score, verbose, max_stack_bytes, label):
+def _run_group(
+    estimators,
+    tasks,
+    X,
+    y,
+    splits,
+    *,
+    scorer,
+    fit_params,
+    score_params,
+    return_train_score,
+    error_score,
+    verbose,
+    max_stack_bytes,
+    label,
+):
     """Fit one group's (candidate, fold) estimators in stacks, then score each.
 
     Returns one result dict per task, as sklearn's ``_fit_and_score`` returns it.
     """
     folds = sorted({split for _, split in tasks})
+    if verbose > 0:
+        n_candidates = len({c for c, _ in tasks})
+        print(
+            f"[lockstep] {label.strip()}: {len(tasks)} fits ({n_candidates} candidates "
+            f"x {len(folds)} folds)"
+        )
     train_data, pre_fitted, pre_errors, pre_times = {}, {}, {}, {}
     for split in folds:
         train = splits[split][0]
@@ -143,7 +167,9 @@ def _run_group(estimators, tasks, X, y, splits, *, scorer, fit_params, score_par
         exc = failure.get(i, pre_errors.get(split))
         result = {}
         if exc is not None:
-            test_scores, train_scores = _error_scores(scorer, error_score, return_train_score)
+            test_scores, train_scores = _error_scores(
+                scorer, error_score, return_train_score
+            )
             result["fit_error"] = "".join(traceback.format_exception(exc))
             score_time = 0.0
         else:
@@ -276,7 +302,7 @@ n_splits_, refit_time_, multimetric_
             error_score=self.error_score,
         )
         groups, alone = {}, []
-        for i, (c, s) in enumerate(tasks):
+        for i, (c, _) in enumerate(tasks):
             est = clone(base).set_params(**clone(candidates[c], safe=False))
             key = _group_key(est, candidates[c], fit_params)
             if key is None:
@@ -286,12 +312,6 @@ n_splits_, refit_time_, multimetric_
         jobs, order = [], []
         for g, members in enumerate(groups.values(), 1):
             label = f"group {g}/{len(groups)} "
-            if self.verbose > 0:
-                n_cand = len({tasks[i][0] for i, _ in members})
-                print(
-                    f"[lockstep] {label.strip()}: {len(members)} fits ({n_cand} candidates x "
-                    f"{len({tasks[i][1] for i, _ in members})} folds)"
-                )
             jobs.append(
                 delayed(_run_group)(
                     [est for _, est in members],
@@ -393,9 +413,13 @@ n_splits_, refit_time_, multimetric_
             refit_metric = self.refit
         self.n_splits_ = n_splits
         if self.refit or not self.multimetric_:
-            self.best_index_ = self._select_best_index(self.refit, refit_metric, results)
+            self.best_index_ = self._select_best_index(
+                self.refit, refit_metric, results
+            )
             if not callable(self.refit):
-                self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
+                self.best_score_ = results[f"mean_test_{refit_metric}"][
+                    self.best_index_
+                ]
             self.best_params_ = results["params"][self.best_index_]
         if self.refit:
             self.best_estimator_ = clone(base).set_params(
@@ -409,7 +433,9 @@ n_splits_, refit_time_, multimetric_
             self.refit_time_ = time.time() - start
             if hasattr(self.best_estimator_, "feature_names_in_"):
                 self.feature_names_in_ = self.best_estimator_.feature_names_in_
-        self.scorer_ = scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers
+        self.scorer_ = (
+            scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers
+        )
         self.cv_results_ = results
         return self
 

@@ -12,7 +12,6 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import StratifiedKFold
 
 from skdynloss import DynamicalLossClassifier, fit_lockstep, make_spiral
-from skdynloss._losses import per_sample_losses
 from skdynloss._lockstep import (
     StackedMLP,
     class_major_losses,
@@ -20,6 +19,7 @@ from skdynloss._lockstep import (
     model_bytes,
     unstackable_reason,
 )
+from skdynloss._losses import per_sample_losses
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,9 @@ def test_full_batch_gradient_descent_on_the_same_data(spiral):
 def test_mini_batches_folds_of_different_sizes_and_momentum(digits):
     X, y = digits
     folds = [train for train, _ in StratifiedKFold(3).split(X, y)]
-    folds.append(np.arange(0, 150, 2))  # a fold of another size, rows not sorted by fold
+    folds.append(
+        np.arange(0, 150, 2)
+    )  # a fold of another size, rows not sorted by fold
     base = DynamicalLossClassifier(
         hidden_layer_sizes=(12, 6),
         optimizer="sgd",
@@ -151,7 +153,11 @@ def test_adam_with_sample_weights_and_string_labels(spiral):
 def test_groups_that_cannot_share_a_stack_and_fallback(spiral):
     X, y = spiral
     base = DynamicalLossClassifier(
-        hidden_layer_sizes=(6,), lr=0.01, batch_size=-1, max_epochs=3, dtype="float64",
+        hidden_layer_sizes=(6,),
+        lr=0.01,
+        batch_size=-1,
+        max_epochs=3,
+        dtype="float64",
         random_state=0,
     )
     estimators = [

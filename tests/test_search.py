@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 from sklearn.exceptions import FitFailedWarning
-from sklearn.metrics import make_scorer, f1_score
+from sklearn.metrics import f1_score, make_scorer
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -28,7 +28,9 @@ def _assert_same_results(a, b):
         elif key == "params":
             assert got == expected
         elif np.asarray(expected).dtype.kind == "f":
-            np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12, err_msg=key)
+            np.testing.assert_allclose(
+                got, expected, rtol=1e-9, atol=1e-12, err_msg=key
+            )
         else:
             assert list(got) == list(expected), key
     for name in ("best_params_", "best_index_", "n_splits_", "multimetric_"):
@@ -56,7 +58,9 @@ def test_spiral_full_batch_equals_grid_search():
     b = GridSearchCV(clf, grid, cv=4).fit(X, y)
     _assert_same_results(a, b)
     np.testing.assert_allclose(
-        a.best_estimator_.predict_proba(X), b.best_estimator_.predict_proba(X), atol=1e-6
+        a.best_estimator_.predict_proba(X),
+        b.best_estimator_.predict_proba(X),
+        atol=1e-6,
     )
 
 
@@ -94,8 +98,12 @@ def test_digits_pipeline_dataframe_string_labels_and_multimetric():
 def test_callable_scorer_error_score_and_unstackable_candidates(capsys):
     X, y = make_spiral(20)
     clf = DynamicalLossClassifier(
-        hidden_layer_sizes=(6,), max_epochs=2, batch_size=-1, dtype="float64",
-        random_state=0, compute_sharpness=False,
+        hidden_layer_sizes=(6,),
+        max_epochs=2,
+        batch_size=-1,
+        dtype="float64",
+        random_state=0,
+        compute_sharpness=False,
     )
     grid = [
         {"amplitude": [1, 5]},
@@ -130,8 +138,12 @@ def test_error_score_raise():
 def test_n_jobs_runs_groups_in_parallel():
     X, y = make_spiral(20)
     clf = DynamicalLossClassifier(
-        hidden_layer_sizes=(6,), max_epochs=3, batch_size=16, dtype="float64",
-        random_state=0, compute_sharpness=False,
+        hidden_layer_sizes=(6,),
+        max_epochs=3,
+        batch_size=16,
+        dtype="float64",
+        random_state=0,
+        compute_sharpness=False,
     )
     grid = {"amplitude": [1, 5], "lr": [1e-3, 1e-2]}
     from joblib import parallel_config
@@ -154,7 +166,10 @@ def test_same_constructor_as_grid_search():
 def test_interrupt_stops_the_search_cleanly():
     X, y = make_spiral(20)
     clf = DynamicalLossClassifier(
-        hidden_layer_sizes=(6,), max_epochs=100000, batch_size=-1, random_state=0,
+        hidden_layer_sizes=(6,),
+        max_epochs=100000,
+        batch_size=-1,
+        random_state=0,
         compute_sharpness=False,
     )
     search = LockstepGridSearchCV(clf, {"amplitude": [1, 5]}, cv=2)
