@@ -899,6 +899,14 @@ def fit_datasets(
                 if k not in done:
                     _restore(models[k])
             if state["stop"]:
+                untrained = len(models) - len(done) + len(fallback)
+                if untrained:
+                    warnings.warn(
+                        f"Training interrupted by user: {untrained} estimator(s) whose "
+                        "stack had not started (or that train alone) were not fitted.",
+                        UserWarning,
+                        stacklevel=3,
+                    )
                 return failures, times
             for k in fallback:
                 X, y, w, _ = datasets[k]

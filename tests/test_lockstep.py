@@ -257,3 +257,32 @@ def test_stacked_module_and_losses_match_the_single_ones(rng):
                 class_major_losses(out, y, base)[k],
                 per_sample_losses(m(x[k]), y[k], base),
             )
+
+
+def test_interrupt_keeps_the_models_as_they_were(spiral):
+    import signal
+    import threading
+
+    X, y = spiral
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(6,),
+        batch_size=16,
+        max_epochs=100000,
+        random_state=0,
+        compute_sharpness=False,
+    )
+    estimators = [clone(base), clone(base).set_params(amplitude=3)]
+    # Warm up (the first optimizer step imports torch's compiler, seconds under load),
+    # so that the signal arrives while the stack trains.
+    fit_lockstep([clone(base).set_params(max_epochs=1)], X, y)
+    before = signal.getsignal(signal.SIGINT)
+    timer = threading.Timer(2.0, signal.raise_signal, args=(signal.SIGINT,))
+    timer.start()
+    with pytest.warns(UserWarning, match="interrupted"):
+        fit_lockstep(estimators, X, y)
+    timer.cancel()
+    assert signal.getsignal(signal.SIGINT) is before
+    for est in estimators:
+        assert 0 < est.n_iter_ < 100000
+        assert len(est.loss_curve_) == est.n_iter_
+        assert est.predict(X).shape == y.shape

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import f1_score, make_scorer
@@ -173,8 +174,10 @@ def test_interrupt_stops_the_search_cleanly():
         compute_sharpness=False,
     )
     search = LockstepGridSearchCV(clf, {"amplitude": [1, 5]}, cv=2)
+    # Warm up, so that the signal arrives while the stack trains.
+    clone(search).set_params(estimator__max_epochs=1).fit(X, y)
     before = signal.getsignal(signal.SIGINT)
-    timer = threading.Timer(1.5, signal.raise_signal, args=(signal.SIGINT,))
+    timer = threading.Timer(2.0, signal.raise_signal, args=(signal.SIGINT,))
     timer.start()
     start = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
