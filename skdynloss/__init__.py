@@ -9,9 +9,11 @@ measure the loss landscape (Hessian and NTK spectra) the paper's explanation res
 from importlib.metadata import PackageNotFoundError, version
 
 from ._classifier import DynamicalLossClassifier
+from ._lockstep import fit_lockstep
 from ._losses import DynamicalCrossEntropy, DynamicalLoss, dynamical_loss
 from ._persistence import load, save
 from ._schedules import class_weights
+from ._search import LockstepGridSearchCV
 from ._sharpness import (
     EigenResult,
     hessian_eigenvalues,
@@ -31,8 +33,10 @@ __all__ = [
     "DynamicalLoss",
     "DynamicalLossClassifier",
     "EigenResult",
+    "LockstepGridSearchCV",
     "class_weights",
     "dynamical_loss",
+    "fit_lockstep",
     "hessian_eigenvalues",
     "hessian_operator",
     "load",

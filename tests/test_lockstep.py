@@ -1,0 +1,288 @@
+"""fit_lockstep: every model of a stack computes what its own fit computes."""
+
+import io
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.model_selection import StratifiedKFold
+
+from skdynloss import DynamicalLossClassifier, fit_lockstep, make_spiral
+from skdynloss._lockstep import (
+    StackedMLP,
+    class_major_losses,
+    hyperparameter_key,
+    model_bytes,
+    unstackable_reason,
+)
+from skdynloss._losses import per_sample_losses
+
+
+@pytest.fixture(scope="module")
+def spiral():
+    X, y = make_spiral(30)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:200] / 16.0, y[:200]
+    return X, y
+
+
+def _fit_alone(estimators, X, y, rows=None, sample_weight=None):
+    out = []
+    for k, est in enumerate(estimators):
+        r = slice(None) if rows is None else rows[k]
+        w = None if sample_weight is None else sample_weight[r]
+        out.append(clone(est).fit(X[r], y[r], sample_weight=w))
+    return out
+
+
+def _assert_same_fit(a, b, X, atol=1e-6):
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=atol)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    assert a.n_iter_ == b.n_iter_
+    assert a.diverged_ == b.diverged_
+    np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-9, atol=1e-12)
+    for key in b.dynamics_:
+        np.testing.assert_allclose(
+            a.dynamics_[key], b.dynamics_[key], rtol=1e-9, atol=1e-12, err_msg=key
+        )
+    if np.isfinite(b.sharpness_):
+        np.testing.assert_allclose(a.sharpness_, b.sharpness_, rtol=1e-6)
+    ha, hb = a.net_.history, b.net_.history
+    assert len(ha) == len(hb)
+    for ra, rb in zip(ha, hb, strict=True):
+        assert list(ra) == list(rb)  # the same keys, in the same order
+        assert [list(x) for x in ra["batches"]] == [list(x) for x in rb["batches"]]
+        assert [x["train_batch_size"] for x in ra["batches"]] == [
+            x["train_batch_size"] for x in rb["batches"]
+        ]
+    assert torch.equal(a.net_.generator.get_state(), b.net_.generator.get_state())
+    sa, sb = a.net_.optimizer_.state_dict(), b.net_.optimizer_.state_dict()
+    assert sa["param_groups"] == sb["param_groups"]
+    assert sa["state"].keys() == sb["state"].keys()
+    for i in sb["state"]:
+        assert sa["state"][i].keys() == sb["state"][i].keys()
+        for key, value in sb["state"][i].items():
+            torch.testing.assert_close(sa["state"][i][key], value, rtol=1e-7, atol=1e-9)
+    assert a.net_.criterion_._clock == b.net_.criterion_._clock
+    for name in ("loss_clock", "divergence_guard"):
+        va = vars(dict(a.net_.callbacks_)[name])
+        vb = vars(dict(b.net_.callbacks_)[name])
+        assert va.keys() == vb.keys()
+        for key, value in vb.items():
+            if isinstance(value, float):
+                assert va[key] == pytest.approx(value, rel=1e-9), key
+            else:
+                assert va[key] == value, key
+
+
+GRID = [
+    {"amplitude": 1.0, "period": 1.0, "random_state": 0},
+    {"amplitude": 5.0, "period": 2.0, "random_state": 1, "shape": "sine"},
+    {"amplitude": 20.0, "period": 0.5, "random_state": 2, "order": "random"},
+    {"amplitude": 5.0, "period": 3.0, "random_state": 3, "static_last_period": False},
+    {"amplitude": 5.0, "period": 1.0, "random_state": 4, "loss": "squared_error"},
+]
+
+
+def test_full_batch_gradient_descent_on_the_same_data(spiral):
+    X, y = spiral
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(8,),
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.0,
+        batch_size=-1,
+        max_epochs=12,
+        dtype="float64",
+    )
+    estimators = [clone(base).set_params(**g) for g in GRID]
+    returned = fit_lockstep(estimators, X, y)
+    assert returned == estimators
+    for a, b in zip(estimators, _fit_alone(estimators, X, y), strict=True):
+        _assert_same_fit(a, b, X)
+
+
+def test_mini_batches_folds_of_different_sizes_and_momentum(digits):
+    X, y = digits
+    folds = [train for train, _ in StratifiedKFold(3).split(X, y)]
+    folds.append(
+        np.arange(0, 150, 2)
+    )  # a fold of another size, rows not sorted by fold
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(12, 6),
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-3,
+        batch_size=32,
+        max_epochs=3,
+        dtype="float64",
+    )
+    estimators = [clone(base).set_params(**g) for g in GRID[:4]]
+    fit_lockstep(estimators, X, y, rows=folds)
+    alone = _fit_alone(estimators, X, y, rows=folds)
+    for a, b in zip(estimators, alone, strict=True):
+        _assert_same_fit(a, b, X)
+
+
+def test_adam_with_sample_weights_and_string_labels(spiral):
+    X, y = spiral
+    labels = np.array(["left", "middle", "right"])[y]
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    rows = [np.arange(len(y)), np.arange(10, len(y))]
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(8,), lr=0.01, batch_size=16, max_epochs=4, dtype="float64"
+    )
+    estimators = [clone(base).set_params(**g) for g in GRID[:2]]
+    fit_lockstep(estimators, X, labels, rows=rows, sample_weight=w)
+    alone = _fit_alone(estimators, X, labels, rows=rows, sample_weight=w)
+    for a, b in zip(estimators, alone, strict=True):
+        assert a.classes_.tolist() == ["left", "middle", "right"]
+        _assert_same_fit(a, b, X)
+
+
+def test_groups_that_cannot_share_a_stack_and_fallback(spiral):
+    X, y = spiral
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(6,),
+        lr=0.01,
+        batch_size=-1,
+        max_epochs=3,
+        dtype="float64",
+        random_state=0,
+    )
+    estimators = [
+        clone(base),
+        clone(base).set_params(lr=0.02),  # another group
+        clone(base).set_params(hidden_layer_sizes=(4,)),  # another group
+        clone(base).set_params(module="cnn", image_shape=(1, 1, 2)),  # fitted alone
+    ]
+    assert unstackable_reason(estimators[3]) is not None
+    assert hyperparameter_key(estimators[0]) != hyperparameter_key(estimators[1])
+    fit_lockstep(estimators, X, y)
+    for a, b in zip(estimators, _fit_alone(estimators, X, y), strict=True):
+        _assert_same_fit(a, b, X)
+
+
+def test_stacks_split_by_memory_bound(spiral):
+    X, y = spiral
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(6,), lr=0.01, batch_size=-1, max_epochs=3, dtype="float64"
+    )
+    estimators = [clone(base).set_params(random_state=s) for s in range(5)]
+    per_model = model_bytes(estimators[0], len(X), 2, 3)
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stderr(out):
+        fit_lockstep(estimators, X, y, max_stack_bytes=2 * per_model, verbose=1)
+    assert "stack 3/3 (1 models)" in out.getvalue()
+    for a, b in zip(estimators, _fit_alone(estimators, X, y), strict=True):
+        _assert_same_fit(a, b, X)
+
+
+def test_divergence_stops_only_the_diverging_model(spiral):
+    X, y = spiral
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(8,),
+        optimizer="sgd",
+        lr=1e5,
+        momentum=0.9,
+        batch_size=-1,
+        max_epochs=40,
+        period=1.0,
+        dtype="float64",
+        random_state=0,
+        compute_sharpness=False,
+    )
+    # The squared error diverges at this learning rate; the cross-entropy does not.
+    estimators = [clone(base), clone(base).set_params(loss="squared_error")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_lockstep(estimators, X, y)
+    alone = _fit_alone(estimators, X, y)
+    assert alone[1].diverged_ and not alone[0].diverged_
+    assert any("diverged" in str(w.message) for w in caught)
+    for a, b in zip(estimators, alone, strict=True):
+        _assert_same_fit(a, b, X)
+
+
+def test_pickles_like_a_fit_alone(spiral, tmp_path):
+    X, y = spiral
+    est = DynamicalLossClassifier(
+        hidden_layer_sizes=(5,), max_epochs=2, batch_size=32, random_state=0
+    )
+    (fitted,) = fit_lockstep([est], X, y)
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(again.predict_proba(X), fitted.predict_proba(X))
+    assert again.sharpness_ == fitted.sharpness_
+    # It continues training as a fitted estimator does.
+    again.partial_fit(X, y)
+    assert again.n_iter_ == 3
+
+
+def test_a_failing_estimator_is_left_unchanged(spiral):
+    X, y = spiral
+    good = DynamicalLossClassifier(hidden_layer_sizes=(5,), max_epochs=2)
+    bad = DynamicalLossClassifier(hidden_layer_sizes=(5,), max_epochs=2, lr=-1.0)
+    with pytest.raises(ValueError, match="lr"):
+        fit_lockstep([good, bad], X, y)
+    assert not hasattr(good, "net_") and not hasattr(bad, "net_")
+    with pytest.raises(ValueError, match="rows"):
+        fit_lockstep([good], X, y, rows=[])
+
+
+def test_stacked_module_and_losses_match_the_single_ones(rng):
+    torch.manual_seed(0)
+    from skdynloss._modules import MLP
+
+    modules = [MLP(3, 4, (5, 6)).double() for _ in range(3)]
+    stack = StackedMLP(modules)
+    x = torch.tensor(rng.normal(size=(3, 7, 3)))
+    out = stack(x.transpose(1, 2))
+    y = torch.tensor(rng.integers(0, 4, size=(3, 7)))
+    for k, m in enumerate(modules):
+        torch.testing.assert_close(out[k].T, m(x[k]))
+        for base in ("cross_entropy", "squared_error"):
+            torch.testing.assert_close(
+                class_major_losses(out, y, base)[k],
+                per_sample_losses(m(x[k]), y[k], base),
+            )
+
+
+def test_interrupt_keeps_the_models_as_they_were(spiral):
+    import signal
+    import threading
+
+    X, y = spiral
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(6,),
+        batch_size=16,
+        max_epochs=100000,
+        random_state=0,
+        compute_sharpness=False,
+    )
+    estimators = [clone(base), clone(base).set_params(amplitude=3)]
+    # Warm up (the first optimizer step imports torch's compiler, seconds under load),
+    # so that the signal arrives while the stack trains.
+    fit_lockstep([clone(base).set_params(max_epochs=1)], X, y)
+    before = signal.getsignal(signal.SIGINT)
+    timer = threading.Timer(2.0, signal.raise_signal, args=(signal.SIGINT,))
+    timer.start()
+    with pytest.warns(UserWarning, match="interrupted"):
+        fit_lockstep(estimators, X, y)
+    timer.cancel()
+    assert signal.getsignal(signal.SIGINT) is before
+    for est in estimators:
+        assert 0 < est.n_iter_ < 100000
+        assert len(est.loss_curve_) == est.n_iter_
+        assert est.predict(X).shape == y.shape
