@@ -1242,19 +1242,23 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
                 self.period,
             )
 
-    def _train(self, net, data, *, epochs):
-        """Train ``epochs`` epochs; returns whether Ctrl-C ended training early."""
-        X_t, y_t, w_t = data
-        period, full = net.criterion_.period, epochs > 1
-        if full and self.static_last_period and period >= epochs:
+    def _warn_if_static(self, period, epochs):
+        """Warn when ``static_last_period`` makes the whole call the plain base loss."""
+        if epochs > 1 and self.static_last_period and period >= epochs:
             warnings.warn(
                 f"period={period:g} >= max_epochs={epochs} with "
                 "static_last_period=True: the whole fit trains with the plain "
                 + ("cross-entropy" if self.loss == "cross_entropy" else "base loss")
                 + ". Use more epochs, a shorter period, or static_last_period=False.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
+
+    def _train(self, net, data, *, epochs):
+        """Train ``epochs`` epochs; returns whether Ctrl-C ended training early."""
+        X_t, y_t, w_t = data
+        full = epochs > 1
+        self._warn_if_static(net.criterion_.period, epochs)
         callbacks = dict(net.callbacks_)
         clock = callbacks["loss_clock"]
         clock.epochs = epochs if full else None

@@ -717,17 +717,10 @@ def _end(model, guard, spe, best, stopped):
 # ----------------------------------------------------------------- the public API
 
 
-def _warn_static(estimator):
-    epochs, period = estimator.max_epochs, float(estimator.period)
-    if epochs > 1 and estimator.static_last_period and period >= epochs:
-        warnings.warn(
-            f"period={estimator.period} >= max_epochs={epochs} with "
-            "static_last_period=True: the whole fit trains with the plain "
-            f"{estimator.loss} loss. Use more epochs, a shorter period, or "
-            "static_last_period=False.",
-            UserWarning,
-            stacklevel=4,
-        )
+def _warn_static(estimator, y):
+    """The single fit's warning when the whole fit would be the plain base loss."""
+    n_classes = len(np.unique(np.asarray(y)))
+    estimator._warn_if_static(estimator._period(n_classes), estimator.max_epochs)
 
 
 def _finalize(model):
@@ -835,7 +828,7 @@ def fit_datasets(
             continue
         t0 = time.perf_counter()
         try:
-            _warn_static(est)
+            _warn_static(est, y)
             models[k] = _prepare(
                 est, X, y, w, ("key", key) if key is not None else ("own", k), cache
             )

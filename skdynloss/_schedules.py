@@ -262,8 +262,10 @@ def class_weights(
     seed : int or array-like of shape (K,), default=0
         Seed of ``order="random"``.
     static : bool or array-like of bool, default=False
-        Where True, the weights are all 1 (plain cross-entropy), whatever the time;
-        broadcast against ``t`` (and against the K configurations).
+        Where True, the weights are all 1 (plain cross-entropy), whatever the time.
+        Broadcast against ``np.shape(t)``, or against ``np.shape(t) + (K,)`` with K
+        configurations (one flag per time and configuration; one per time only is
+        ``static[..., None]``).
 
     Returns
     -------
@@ -296,7 +298,9 @@ def class_weights(
         )
     (k,) = k
     columns = [list(v) if m else [v] * k for v, m in zip(configs, many, strict=True)]
-    static = np.broadcast_to(np.asarray(static, dtype=bool)[..., None], t.shape + (k,))
+    # One flag per (time, configuration): numpy broadcasting against t.shape + (K,)
+    # (a flag per time only is static[..., None]).
+    static = np.broadcast_to(np.asarray(static, dtype=bool), t.shape + (k,))
     out = np.empty(t.shape + (k, n_classes))
     # Configurations of the same shape and order are computed together, broadcast over
     # their amplitudes, periods and seeds.

@@ -80,6 +80,16 @@ def test_class_weights_static_and_mismatched_lengths():
     )
     np.testing.assert_array_equal(gamma[1], np.ones(3))
     assert gamma[0, 0] != 1.0
+    stacked = class_weights(
+        [1.0, 2.5],
+        n_classes=3,
+        amplitude=[70, 9],
+        period=5,
+        static=[[False, True], [True, False]],
+    )
+    np.testing.assert_array_equal(stacked[0, 1], np.ones(3))
+    np.testing.assert_array_equal(stacked[1, 0], np.ones(3))
+    assert stacked[0, 0, 0] != 1.0 and stacked[1, 1, 0] != 1.0
     with pytest.raises(ValueError, match="same number K"):
         class_weights(0.0, n_classes=3, amplitude=[2, 3], period=[1, 2, 3])
 
