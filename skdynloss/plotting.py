@@ -1,4 +1,4 @@
-"""Matplotlib figures of dynamical-loss training (the rows of the paper's Fig. 4).
+"""Matplotlib figures of dynamical-loss training (the rows of Figure 4 of the paper).
 
 matplotlib is an optional dependency (``pip install 'skdynloss[plots]'``); it is
 imported only when a function here is called. Every function returns the
@@ -120,7 +120,7 @@ def _period_marks(ax, period, n_epochs):
 
 
 def plot_training_dynamics(clf, *, axes=None, figsize=None):
-    """Plot the training dynamics of a fitted classifier, as in the paper's Fig. 4.
+    """Plot the training dynamics of a fitted classifier, as in Figure 4 of the paper.
 
     One row per quantity, against the epoch (one gradient-descent step with
     ``batch_size=-1``, the paper's unit):
@@ -512,15 +512,17 @@ def plot_spiral_comparison(
     The dynamical loss is drawn in :data:`DYNAMICAL_COLOR` and cross-entropy in
     :data:`CROSS_ENTROPY_COLOR` in every panel; classes keep one colour each.
 
-    (a) the result over all seeds: the final training accuracy of both losses;
-    (b), (c) the decision regions of the first seed's two fits;
-    (d) their training accuracy, at the end of every period (where all class weights
-        are 1, so both fits are scored alike), over the raw per-epoch record;
-    (e) their sharpness against the gradient-descent stability threshold ``2/lr``,
-        once per period: at its end, and for the dynamical fit also at its middle
-        (the peak of the tilt), when ``sharpness_every`` divides the period so;
-    (f) the class weights over the last ``zoom_periods`` periods, and (g) the loss
-        change :math:`F(t) - F(t-1)` of both fits over the same steps.
+    The panels:
+
+    - (a) the result over all seeds: the final training accuracy of both losses;
+    - (b), (c) the decision regions of the first seed's two fits;
+    - (d) their training accuracy, at the end of every period (where all class
+      weights are 1, so both fits are scored alike), over the raw per-epoch record;
+    - (e) their sharpness against the gradient-descent stability threshold
+      ``2/lr``, once per period: at its end, and for the dynamical fit also at its
+      middle (the peak of the tilt), when ``sharpness_every`` divides the period so;
+    - (f) the class weights over the last ``zoom_periods`` periods, and (g) the loss
+      change :math:`F(t) - F(t-1)` of both fits over the same steps.
 
     Parameters
     ----------
