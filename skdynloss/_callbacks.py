@@ -12,22 +12,21 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 import torch
 from skorch.callbacks import Callback, EarlyStopping
 
 from ._losses import dynamical_loss, per_sample_losses
-from ._net import StopTraining, steps_per_epoch
+from ._net import StopTraining, _is_dict, steps_per_epoch
 
 
 def _rows(X):
-    return len(X["X"]) if isinstance(X, Mapping) else len(X)
+    return len(X["X"]) if _is_dict(X) else len(X)
 
 
 def _sample_weight(X):
-    return X.get("sample_weight") if isinstance(X, Mapping) else None
+    return X.get("sample_weight") if _is_dict(X) else None
 
 
 def weighted_mean_loss(base, sample_weight=None):
@@ -174,23 +173,24 @@ class LossClock(Callback):
         weight = _sample_weight(X)
         # skorch has just read the step's loss back (.item()) into the batch's row.
         batch_row = net.history[-1]["batches"][-1]
-        with torch.no_grad():
-            outputs = y_pred.detach()
-            if base_losses is None:  # a train step of another net's making
+        # Detached already: no autograd here (and no no_grad context to pay for).
+        outputs = y_pred.detach()
+        if base_losses is None:  # a train step of another net's making
+            with torch.no_grad():
                 base_losses = per_sample_losses(outputs, y, net.criterion_.base)
-            correct = outputs.argmax(dim=-1) == y
-            f64 = torch.float64
-            if weight is None:
-                parts = [base_losses.sum(dtype=f64), correct.sum(dtype=f64)]
-            else:
-                parts = [
-                    (weight * base_losses).sum(dtype=f64),
-                    (weight * correct).sum(dtype=f64),
-                    weight.sum(dtype=f64),
-                ]
-            # One read-back per step, as skorch's own loss.item() (nothing to wait for
-            # on the CPU; on a GPU skorch synchronises at every step already).
-            values = torch.stack(parts).tolist()
+        correct = outputs.argmax(dim=-1) == y
+        f64 = torch.float64
+        if weight is None:
+            parts = [base_losses.sum(dtype=f64), correct.sum(dtype=f64)]
+        else:
+            parts = [
+                (weight * base_losses).sum(dtype=f64),
+                (weight * correct).sum(dtype=f64),
+                weight.sum(dtype=f64),
+            ]
+        # One read-back per step, as skorch's own loss.item() (nothing to wait for
+        # on the CPU; on a GPU skorch synchronises at every step already).
+        values = torch.stack(parts).tolist()
         total = values[2] if weight is not None else float(y.shape[0])
         stats = (batch_row["train_loss"] * total, values[0], values[1], total)
         acc = self._stats

@@ -59,16 +59,37 @@ class FastHistory(History):
             return History([list.__getitem__(self, i[0])])[(0, *i[1:])]
         return super().__getitem__(i)
 
+    # skorch's versions go through __getitem__; these run at every optimizer step.
+    def new_batch(self):
+        list.__getitem__(self, -1)["batches"].append({})
+
+    def record(self, attr, value):
+        if not self:
+            raise ValueError("Call new_epoch before recording for the first time.")
+        list.__getitem__(self, -1)[attr] = value
+
+    def record_batch(self, attr, value):
+        list.__getitem__(self, -1)["batches"][-1][attr] = value
+
+
+def _is_dict(data):
+    """Whether features are a dict of {"X", "sample_weight"} (the classifier builds a
+    plain dict; ``type`` is checked because an ABC isinstance check costs a few
+    Python calls at every step)."""
+    return type(data) is dict or (
+        type(data) is not torch.Tensor and isinstance(data, Mapping)
+    )
+
 
 def _take(data, index):
     """Rows ``index`` (a slice or index tensor) of a tensor or of a dict of tensors."""
-    if isinstance(data, Mapping):
+    if _is_dict(data):
         return {key: value[index] for key, value in data.items()}
     return data[index]
 
 
 def _n_rows(data):
-    if isinstance(data, Mapping):
+    if _is_dict(data):
         return len(data["X"])
     return len(data)
 
@@ -126,7 +147,7 @@ class TensorBatches:
         X, y = self.data.X, self.data.y
         n, bs = len(self.data), self.batch_size
         if y is None:
-            features = X["X"] if isinstance(X, Mapping) else X
+            features = X["X"] if _is_dict(X) else X
             y = torch.zeros(n, dtype=torch.long, device=features.device)
         if bs >= n:
             # Full batch: the data themselves.
@@ -189,12 +210,12 @@ class DynamicalNet(NeuralNetClassifier):
             raise InterruptedStep(exc) from exc
 
     def infer(self, x, **fit_params):
-        if isinstance(x, Mapping) and "sample_weight" in x:
+        if _is_dict(x) and "sample_weight" in x:
             x = x["X"]
         return super().infer(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        sample_weight = X.get("sample_weight") if isinstance(X, Mapping) else None
+        sample_weight = X.get("sample_weight") if _is_dict(X) else None
         return self.criterion_(y_pred, y_true, sample_weight=sample_weight)
 
     def train_step_single(self, batch, **fit_params):
@@ -207,7 +228,7 @@ class DynamicalNet(NeuralNetClassifier):
         y_pred = self.infer(Xi, **fit_params)
         criterion = self.criterion_
         losses = per_sample_losses(y_pred, yi, criterion.base)
-        sample_weight = Xi.get("sample_weight") if isinstance(Xi, Mapping) else None
+        sample_weight = Xi.get("sample_weight") if _is_dict(Xi) else None
         loss = criterion.reduce(losses, yi, sample_weight=sample_weight)
         loss.backward()
         return {"loss": loss, "y_pred": y_pred, "base_losses": losses.detach()}

@@ -282,6 +282,22 @@ def class_weights(
     >>> class_weights([0.0, 2.5], n_classes=2, amplitude=[1, 9], period=5).shape
     (2, 2, 2)
     """
+    if (
+        type(t) is float
+        and type(amplitude) is float
+        and type(period) is float
+        and type(seed) is int
+        and type(static) is bool
+        and type(shape) is str
+        and type(order) is str
+    ):
+        # One time, one configuration, plain Python numbers: what the training loop
+        # asks at every step (the checks below cost more than the arithmetic).
+        _check_shape(shape)
+        _check_order(order)
+        return np.array(
+            _scalar(t, int(n_classes), amplitude, period, shape, order, seed, static)
+        )
     n_classes = int(n_classes)
     t = np.asarray(t, dtype=float)
     configs = [amplitude, period, shape, order, seed]
