@@ -343,7 +343,22 @@ def build_parser():
         ),
     )
     demo.set_defaults(func=_demo)
+    reproduce = commands.add_parser(
+        "reproduce",
+        add_help=False,
+        help="regenerate the paper's figures and tables (fig4, width, generalisation)",
+        description="See 'skdynloss reproduce --help'.",
+    )
+    # Its own parser (skdynloss.reproduce) reads the rest, --help included.
+    reproduce.add_argument("rest", nargs=argparse.REMAINDER)
+    reproduce.set_defaults(func=_reproduce)
     return parser
+
+
+def _reproduce(args):
+    from .reproduce import main as reproduce_main
+
+    return reproduce_main(args.rest)
 
 
 def main(argv=None):
