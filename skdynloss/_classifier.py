@@ -156,8 +156,9 @@ class _HardInterrupt(BaseException):
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt(clock):
-    """Ctrl-C ends training at the end of the current step (a second one at once).
+def deferred_sigint(is_set, request, second=KeyboardInterrupt):
+    """Ctrl-C calls ``request()`` (training ends at the end of the current step); a
+    second one, once ``is_set()``, raises ``second`` at once.
 
     Only the main thread receives signals; elsewhere nothing changes.
     """
@@ -167,9 +168,9 @@ def _stop_on_interrupt(clock):
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum, frame):
-        if clock.stop_requested:
-            raise _HardInterrupt
-        clock.stop_requested = True
+        if is_set():
+            raise second
+        request()
 
     try:
         signal.signal(signal.SIGINT, handler)
@@ -180,6 +181,15 @@ def _stop_on_interrupt(clock):
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _stop_on_interrupt(clock):
+    """Ctrl-C ends the clock's training at the end of the current step."""
+    return deferred_sigint(
+        lambda: clock.stop_requested,
+        lambda: setattr(clock, "stop_requested", True),
+        _HardInterrupt,
+    )
 
 
 def _cloned(state):

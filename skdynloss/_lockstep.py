@@ -26,11 +26,8 @@ estimator's net, and the estimator's own code computes the fitted attributes, so
 estimator is an ordinary fitted one.
 """
 
-import contextlib
 import math
-import signal
 import sys
-import threading
 import time
 import warnings
 
@@ -38,7 +35,12 @@ import numpy as np
 import torch
 from sklearn.utils import _safe_indexing
 
-from ._classifier import DynamicalLossClassifier, _hidden_sizes, _resolve_device
+from ._classifier import (
+    DynamicalLossClassifier,
+    _hidden_sizes,
+    _resolve_device,
+    deferred_sigint,
+)
 from ._losses import weighted_mean
 from ._modules import MLP
 from ._net import batch_size_for, steps_per_epoch
@@ -297,28 +299,11 @@ def _split_stacks(models, max_bytes):
 # --------------------------------------------------------------------- training
 
 
-@contextlib.contextmanager
 def _interrupt_flag(state):
     """Ctrl-C sets ``state["stop"]`` (training ends after the step); a second raises."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        if state["stop"]:
-            raise KeyboardInterrupt
-        state["stop"] = True
-
-    try:
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return deferred_sigint(
+        lambda: state["stop"], lambda: state.__setitem__("stop", True)
+    )
 
 
 def _optimizer(models, params):

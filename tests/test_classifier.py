@@ -657,7 +657,9 @@ def test_unpickled_estimator_keeps_training_where_it_stopped(blobs):
 
 def test_auto_period_is_two_cycles_then_the_static_period(blobs):
     X, y = blobs  # 3 classes
-    clf = DynamicalLossClassifier(max_epochs=14, compute_sharpness=False, random_state=0)
+    clf = DynamicalLossClassifier(
+        max_epochs=14, compute_sharpness=False, random_state=0
+    )
     clf.fit(X, y)
     assert clf.period_ == 14 / 7
     focus = clf.class_weights_[:12].argmax(axis=1)

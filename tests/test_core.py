@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import by_hand, dense_top_eigenvalue
 from sklearn.datasets import make_blobs
 from sklearn.preprocessing import StandardScaler
 
@@ -18,16 +19,6 @@ from skdynloss import dynamical_loss as pure_loss
 def blobs():
     X, y = make_blobs(n_samples=90, centers=3, n_features=4, random_state=1)
     return StandardScaler().fit_transform(X), y
-
-
-def by_hand(t, C, A, T):
-    """DESIGN.md section 1, written out independently of the package."""
-    tau = t % T
-    c = int(t // T) % C
-    w = 1 + 2 * (A - 1) * tau / T if tau < T / 2 else 2 * A - 1 - 2 * (A - 1) * tau / T
-    gamma = np.full(C, C / (w + C - 1))
-    gamma[c] = C * w / (w + C - 1)
-    return gamma
 
 
 # ------------------------------------------------------------- class weights
@@ -204,23 +195,6 @@ TINY = dict(
 )
 
 
-def dense_top_eigenvalue(module, X, y, per_sample):
-    names = [n for n, _ in module.named_parameters()]
-    params = [p.detach() for p in module.parameters()]
-    sizes = [p.numel() for p in params]
-    flat = torch.cat([p.reshape(-1) for p in params])
-    Xt, yt = torch.tensor(X, dtype=torch.float64), torch.tensor(y)
-
-    def loss(theta):
-        chunks = torch.split(theta, sizes)
-        state = {
-            n: c.reshape(p.shape) for n, c, p in zip(names, chunks, params, strict=True)
-        }
-        return per_sample(torch.func.functional_call(module, state, (Xt,)), yt).mean()
-
-    return torch.linalg.eigvalsh(torch.func.hessian(loss)(flat))[-1].item()
-
-
 def squared(outputs, y):
     return ((outputs - F.one_hot(y, outputs.shape[1]).to(outputs.dtype)) ** 2).mean(1)
 
@@ -246,7 +220,7 @@ def test_every_base_trains_records_and_reports_its_own_sharpness(
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
     assert (proba >= 0).all()
     np.testing.assert_array_equal(clf.classes_[proba.argmax(1)], clf.predict(X))
-    expected = dense_top_eigenvalue(clf.module_, X, y, per_sample)
+    expected = dense_top_eigenvalue(clf.module_, X, y, per_sample=per_sample)
     assert clf.sharpness_ == pytest.approx(expected, rel=1e-6)
 
 

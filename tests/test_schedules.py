@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from _reference import by_hand
 
 from skdynloss import class_weights
 from skdynloss._schedules import (
@@ -13,16 +14,6 @@ from skdynloss._schedules import (
     sine_weight,
     triangle_weight,
 )
-
-
-def by_hand(t, C, A, T):
-    """DESIGN.md section 1, written out independently of the package."""
-    tau = t % T
-    c = int(t // T) % C
-    w = 1 + 2 * (A - 1) * tau / T if tau < T / 2 else 2 * A - 1 - 2 * (A - 1) * tau / T
-    gamma = np.full(C, C / (w + C - 1))
-    gamma[c] = C * w / (w + C - 1)
-    return gamma
 
 
 def test_paper_values_at_mid_period():

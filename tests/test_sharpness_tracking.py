@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
+from _reference import dense_top_eigenvalue
 from sklearn.datasets import make_blobs
 
 from skdynloss import DynamicalLossClassifier, class_weights
@@ -15,29 +14,6 @@ def data():
         n_samples=60, centers=3, n_features=2, cluster_std=2.0, random_state=0
     )
     return X, y
-
-
-def dense_top_eigenvalue(module, X, y, gamma=None):
-    """Largest eigenvalue of the dense Hessian of the (weighted) mean CE, float64."""
-    names = [n for n, _ in module.named_parameters()]
-    params = [p.detach() for p in module.parameters()]
-    sizes = [p.numel() for p in params]
-    flat = torch.cat([p.reshape(-1) for p in params])
-    Xt = torch.tensor(X, dtype=torch.float64)
-    yt = torch.tensor(y)
-
-    def loss(theta):
-        chunks = torch.split(theta, sizes)
-        state = {
-            n: c.reshape(p.shape) for n, c, p in zip(names, chunks, params, strict=True)
-        }
-        logits = torch.func.functional_call(module, state, (Xt,))
-        ce = F.cross_entropy(logits, yt, reduction="none")
-        if gamma is None:
-            return ce.mean()
-        return (torch.as_tensor(gamma, dtype=torch.float64)[yt] * ce).mean()
-
-    return torch.linalg.eigvalsh(torch.func.hessian(loss)(flat))[-1].item()
 
 
 TINY = dict(
