@@ -400,7 +400,7 @@ def plot_fig4(results):
     """The six rows of Fig. 4 and, beside them, a zoom on one period's end."""
     from matplotlib.figure import Figure
 
-    from .plotting import plot_training_dynamics
+    from .plotting import _symlog_decades, plot_training_dynamics
 
     est, ntk = results["estimator"], results["ntk"]
     fig = Figure(figsize=(13.0, 14.0), layout="constrained")
@@ -450,7 +450,7 @@ def plot_fig4(results):
     big = np.abs(diff[dsel])
     big = big[np.isfinite(big) & (big > 0)]
     if big.size:
-        right[2].set_yscale("symlog", linthresh=big.max() * 1e-4, linscale=0.5)
+        _symlog_decades(right[2], big.max())
     right[2].axhline(0, color="0.5", lw=0.5)
     right[3].plot(epoch[sel], dyn["accuracy"][sel], color="C3", lw=1.0)
     right[4].plot(hist["epoch"][hsel], hist["dynamical"][hsel], ".-", ms=3, lw=1.0)
@@ -1078,12 +1078,13 @@ def main(argv=None):
             settings["task_seeds"] = args.seeds
         print(f"[{name}] started ({'quick' if args.quick else 'full scale'})",
               file=sys.stderr, flush=True)
+        # The commit at the start: the code that ran, whatever is committed meanwhile.
+        provenance = _provenance(command)
         start = time.perf_counter()
         kwargs = {"quick": args.quick, "settings": settings}
         if name != "fig4":
             kwargs["n_jobs"] = args.n_jobs
         results = run(**kwargs)
-        provenance = _provenance(command)
         provenance["wall time"] = _duration(time.perf_counter() - start)
         written = write(results, Path(args.out), provenance=provenance)
         print(f"[{name}] done in {_duration(time.perf_counter() - start)}; wrote "
