@@ -335,7 +335,7 @@ def period_peaks(sharpness_history, period, n_epochs, threshold):
 
 
 def run_fig4(*, quick=False, settings=None, progress=True):
-    """Fit the paper's Fig. 4 run and return its record.
+    """Fit the run of the paper's Figure 4 and return its record.
 
     Parameters
     ----------
@@ -454,9 +454,7 @@ def plot_fig4(results):
     right[2].axhline(0, color="0.5", lw=0.5)
     right[3].plot(epoch[sel], dyn["accuracy"][sel], color="C3", lw=1.0)
     right[4].plot(hist["epoch"][hsel], hist["dynamical"][hsel], ".-", ms=3, lw=1.0)
-    right[4].plot(
-        hist["epoch"][hsel], hist["cross_entropy"][hsel], ".--", ms=3, lw=1.0
-    )
+    right[4].plot(hist["epoch"][hsel], hist["cross_entropy"][hsel], ".--", ms=3, lw=1.0)
     right[4].axhline(results["threshold"], color="k", ls=":", lw=1.2)
     right[4].set_yscale("log")
     if nsel.any():
@@ -518,7 +516,11 @@ def run_width(*, quick=False, settings=None, n_jobs=1, progress=True):
                     )
                 )
                 data.append(
-                    {"X": X, "y": y, "meta": {"width": width, "loss": loss, "seed": seed}}
+                    {
+                        "X": X,
+                        "y": y,
+                        "meta": {"width": width, "loss": loss, "seed": seed},
+                    }
                 )
     start = time.perf_counter()
     rows = fit_estimators(
@@ -546,7 +548,9 @@ def _spiral_split(noise_fraction=0.0):
     X_train, y_train = X[train], y[train].copy()
     if noise_fraction:
         rng = np.random.default_rng(0)
-        flip = rng.choice(len(y_train), int(round(noise_fraction * len(y_train))), replace=False)
+        flip = rng.choice(
+            len(y_train), int(round(noise_fraction * len(y_train))), replace=False
+        )
         y_train[flip] = (y_train[flip] + rng.integers(1, 3, size=flip.size)) % 3
     return X_train, y_train, X[~train], y[~train]
 
@@ -592,7 +596,10 @@ def _hard_classification():
 
 
 TASKS = {
-    "digits-100": (_digits_subset, "digits, 10 training images per class (100), 1697 held out"),
+    "digits-100": (
+        _digits_subset,
+        "digits, 10 training images per class (100), 1697 held out",
+    ),
     "noisy-spiral": (
         lambda: _spiral_split(noise_fraction=0.2),
         "spiral (300 training points) with 20% of the training labels wrong, clean held-out points",
@@ -630,7 +637,9 @@ def run_generalisation(*, quick=False, settings=None, n_jobs=1, progress=True):
                 )
             )
             meta = {"task": task, "width": width, "lr": lr, "loss": loss, "seed": seed}
-            data.append({"X": X, "y": y, "X_test": X_test, "y_test": y_test, "meta": meta})
+            data.append(
+                {"X": X, "y": y, "X_test": X_test, "y_test": y_test, "meta": meta}
+            )
 
     spiral = _spiral_split()
     for lr in cfg["spiral_lrs"]:
@@ -880,16 +889,37 @@ def write_width(results, out, *, provenance=None):
     written += write_table(
         rows,
         out / "width_runs",
-        columns=["width", "loss", "seed", "train_accuracy", "sharpness", "n_iter", "diverged", "seconds"],
+        columns=[
+            "width",
+            "loss",
+            "seed",
+            "train_accuracy",
+            "sharpness",
+            "n_iter",
+            "diverged",
+            "seconds",
+        ],
     )
     summary = paired_summary(rows, ("width",), "train_accuracy")
     sharp = {r["width"]: r for r in paired_summary(rows, ("width",), "sharpness")}
     for r in summary:
         r["sharpness_cross_entropy_median"] = float(
-            np.median([x["sharpness"] for x in rows if x["width"] == r["width"] and x["loss"] == "cross_entropy"])
+            np.median(
+                [
+                    x["sharpness"]
+                    for x in rows
+                    if x["width"] == r["width"] and x["loss"] == "cross_entropy"
+                ]
+            )
         )
         r["sharpness_dynamical_median"] = float(
-            np.median([x["sharpness"] for x in rows if x["width"] == r["width"] and x["loss"] == "dynamical"])
+            np.median(
+                [
+                    x["sharpness"]
+                    for x in rows
+                    if x["width"] == r["width"] and x["loss"] == "dynamical"
+                ]
+            )
         )
         r["flatter_dynamical"] = sharp[r["width"]]["cross_entropy_better"]
     cfg = results["settings"]
@@ -935,7 +965,11 @@ def plot_generalisation(results):
     fig = Figure(figsize=(4.0 * (len(lrs) + 1), 4.0), layout="constrained")
     axes = fig.subplots(1, len(lrs) + 1, squeeze=False)[0]
     for ax, lr in zip(axes, lrs, strict=False):
-        sub = [{**r, "_x": r["width"]} for r in rows if r["task"] == "spiral" and r["lr"] == lr]
+        sub = [
+            {**r, "_x": r["width"]}
+            for r in rows
+            if r["task"] == "spiral" and r["lr"] == lr
+        ]
         if sub:
             _error_plot(ax, [r["_x"] for r in sub], sub, "test_accuracy")
             ax.set_xscale("log")
@@ -943,7 +977,9 @@ def plot_generalisation(results):
             ax.set_xticks(widths, [str(w) for w in widths])
         ax.set_xlabel("hidden width")
         ax.set_ylabel("held-out accuracy")
-        ax.set_title(f"spiral, lr {lr:g} ({cfg['spiral_seeds']} seeds)", fontsize="medium")
+        ax.set_title(
+            f"spiral, lr {lr:g} ({cfg['spiral_seeds']} seeds)", fontsize="medium"
+        )
     ax = axes[-1]
     tasks = [t for t in cfg["tasks"] if any(r["task"] == t for r in rows)]
     sub = [{**r, "_x": tasks.index(r["task"])} for r in rows if r["task"] in tasks]
@@ -951,7 +987,9 @@ def plot_generalisation(results):
         _error_plot(ax, [r["_x"] for r in sub], sub, "test_accuracy")
     ax.set_xticks(range(len(tasks)), tasks, rotation=15)
     ax.set_ylabel("held-out accuracy")
-    ax.set_title(f"other tasks (width 100, lr 1, {cfg['task_seeds']} seeds)", fontsize="medium")
+    ax.set_title(
+        f"other tasks (width 100, lr 1, {cfg['task_seeds']} seeds)", fontsize="medium"
+    )
     axes[0].legend(frameon=False, fontsize="small")
     return fig
 
@@ -966,7 +1004,19 @@ def write_generalisation(results, out, *, provenance=None):
     written += write_table(
         rows,
         out / "generalisation_runs",
-        columns=["task", "width", "lr", "loss", "seed", "train_accuracy", "test_accuracy", "sharpness", "n_iter", "diverged", "seconds"],
+        columns=[
+            "task",
+            "width",
+            "lr",
+            "loss",
+            "seed",
+            "train_accuracy",
+            "test_accuracy",
+            "sharpness",
+            "n_iter",
+            "diverged",
+            "seconds",
+        ],
     )
     summary = paired_summary(rows, ("task", "width", "lr"), "test_accuracy")
     train = {
@@ -1037,17 +1087,38 @@ def build_parser():
             "(claim 2; 300 fits). --quick runs each in a minute or two."
         ),
     )
-    parser.add_argument("name", choices=[*EXPERIMENTS, "all"], metavar="NAME",
-                        help="fig4, width, generalisation, or all")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: period and steps divided by 50, fewer widths and seeds")
-    parser.add_argument("--out", default="reproduce-results", metavar="DIR",
-                        help="folder for the figures and tables (default: reproduce-results)")
-    parser.add_argument("--n-jobs", type=int, default=2, metavar="N",
-                        help="worker processes for width and generalisation (default: 2)")
-    parser.add_argument("--seeds", type=int, default=None, metavar="N",
-                        help="run only the first N seeds of width and generalisation "
-                        "(default: all; for partial runs at full scale)")
+    parser.add_argument(
+        "name",
+        choices=[*EXPERIMENTS, "all"],
+        metavar="NAME",
+        help="fig4, width, generalisation, or all",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: period and steps divided by 50, fewer widths and seeds",
+    )
+    parser.add_argument(
+        "--out",
+        default="reproduce-results",
+        metavar="DIR",
+        help="folder for the figures and tables (default: reproduce-results)",
+    )
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=2,
+        metavar="N",
+        help="worker processes for width and generalisation (default: 2)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run only the first N seeds of width and generalisation "
+        "(default: all; for partial runs at full scale)",
+    )
     return parser
 
 
@@ -1076,8 +1147,11 @@ def main(argv=None):
         if args.seeds and name == "generalisation":
             settings["spiral_seeds"] = args.seeds
             settings["task_seeds"] = args.seeds
-        print(f"[{name}] started ({'quick' if args.quick else 'full scale'})",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{name}] started ({'quick' if args.quick else 'full scale'})",
+            file=sys.stderr,
+            flush=True,
+        )
         # The commit at the start: the code that ran, whatever is committed meanwhile.
         provenance = _provenance(command)
         start = time.perf_counter()
@@ -1087,8 +1161,12 @@ def main(argv=None):
         results = run(**kwargs)
         provenance["wall time"] = _duration(time.perf_counter() - start)
         written = write(results, Path(args.out), provenance=provenance)
-        print(f"[{name}] done in {_duration(time.perf_counter() - start)}; wrote "
-              + ", ".join(str(p) for p in written), file=sys.stderr, flush=True)
+        print(
+            f"[{name}] done in {_duration(time.perf_counter() - start)}; wrote "
+            + ", ".join(str(p) for p in written),
+            file=sys.stderr,
+            flush=True,
+        )
     return 0
 
 
