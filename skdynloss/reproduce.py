@@ -108,12 +108,16 @@ CONFIGS = {
             "n_seeds": 8,
             "max_epochs": 70_000,
             "period": 5000,
+            "lr": 1.0,
+            "amplitude": 70.0,
         },
         "quick": {
             "widths": (10, 30, 100),
             "n_seeds": 2,
             "max_epochs": 1400,
             "period": 100,
+            "lr": 1.0,
+            "amplitude": 70.0,
         },
     },
     "generalisation": {
@@ -139,7 +143,7 @@ CONFIGS = {
 }
 
 LOSSES = {"cross_entropy": 1.0, "dynamical": PAPER["amplitude"]}
-LOSS_LABELS = {"cross_entropy": "cross-entropy (A=1)", "dynamical": "dynamical (A=70)"}
+LOSS_LABELS = {"cross_entropy": "cross-entropy (A = 1)", "dynamical": "dynamical loss"}
 
 
 # ------------------------------------------------------------------------- running
@@ -506,7 +510,10 @@ def run_width(*, quick=False, settings=None, n_jobs=1, progress=True):
             for loss, amplitude in LOSSES.items():
                 estimators.append(
                     paper_estimator(
-                        amplitude=amplitude,
+                        amplitude=cfg["amplitude"]
+                        if loss == "dynamical"
+                        else amplitude,
+                        lr=cfg["lr"],
                         hidden_layer_sizes=(width,),
                         period=cfg["period"],
                         max_epochs=cfg["max_epochs"],
@@ -836,7 +843,7 @@ def write_fig4(results, out, *, provenance=None):
     return written
 
 
-def _error_plot(ax, x, rows, metric, label_suffix=""):
+def _error_plot(ax, x, rows, metric, label_suffix="", *, categorical=False):
     """Mean +- std of both losses against x, with each seed as a faint dot."""
     for k, loss in enumerate(LOSSES):
         color = f"C{k}"
@@ -847,10 +854,15 @@ def _error_plot(ax, x, rows, metric, label_suffix=""):
             m, s = _mean_std(values)
             means.append(m)
             stds.append(s)
-            ax.plot([v] * len(values), values, ".", color=color, alpha=0.3, ms=4)
+            shift = (k - 0.5) * 0.15 if categorical else 0.0
+            ax.plot(
+                [v + shift] * len(values), values, ".", color=color, alpha=0.3, ms=4
+            )
+        shift = (k - 0.5) * 0.15 if categorical else 0.0
         ax.errorbar(
-            xs,
+            [v + shift for v in xs],
             means,
+            ls="none" if categorical else "-",
             yerr=stds,
             marker="o",
             ms=4,
@@ -871,7 +883,8 @@ def plot_width(results):
     ax.set_xlabel("hidden width (2-width-3 network)")
     ax.set_ylabel("training accuracy (end of training)")
     ax.set_title(
-        f"Spiral, full-batch GD lr 1, {cfg['max_epochs']} steps, T = {cfg['period']}, "
+        f"Spiral, full-batch GD lr {cfg['lr']:g}, A = {cfg['amplitude']:g}, "
+        f"{cfg['max_epochs']} steps, T = {cfg['period']}, "
         f"{cfg['n_seeds']} seeds (mean +- std)",
         fontsize="medium",
     )
@@ -945,8 +958,9 @@ def write_width(results, out, *, provenance=None):
         title="Claim 1: training accuracy against width on the spiral",
         provenance=provenance,
         notes=(
-            f"Full-batch gradient descent, lr 1, float64, {cfg['max_epochs']} steps; "
-            f"dynamical: A = 70, T = {cfg['period']}, last period plain cross-entropy. "
+            f"Full-batch gradient descent, lr {cfg['lr']:g}, float64, "
+            f"{cfg['max_epochs']} steps; dynamical: A = {cfg['amplitude']:g}, "
+            f"T = {cfg['period']}, last period plain cross-entropy. "
             "Same initialisation for both losses at each seed; difference = dynamical "
             "- cross-entropy, paired by seed; sharpness: top Hessian eigenvalue of the "
             "plain cross-entropy at the end (flatter_dynamical: seeds where it is "
@@ -984,8 +998,9 @@ def plot_generalisation(results):
     tasks = [t for t in cfg["tasks"] if any(r["task"] == t for r in rows)]
     sub = [{**r, "_x": tasks.index(r["task"])} for r in rows if r["task"] in tasks]
     if sub:
-        _error_plot(ax, [r["_x"] for r in sub], sub, "test_accuracy")
+        _error_plot(ax, [r["_x"] for r in sub], sub, "test_accuracy", categorical=True)
     ax.set_xticks(range(len(tasks)), tasks, rotation=15)
+    ax.set_xlim(-0.5, len(tasks) - 0.5)
     ax.set_ylabel("held-out accuracy")
     ax.set_title(
         f"other tasks (width 100, lr 1, {cfg['task_seeds']} seeds)", fontsize="medium"
