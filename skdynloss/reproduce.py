@@ -1097,9 +1097,10 @@ def build_parser():
             "settings (2-100-3 on the spiral, full-batch gradient descent, lr 1, "
             "float64, A = 70, T = 5000, 70 000 steps), writing PNG figures and "
             "CSV/Markdown tables. fig4: the training dynamics of the paper's Fig. 4 "
-            "(about 10 min on one core); width: training accuracy against width "
-            "(claim 1; 96 fits of 70 000 steps); generalisation: held-out accuracy "
-            "(claim 2; 300 fits). --quick runs each in a minute or two."
+            "(one fit, about 7 min of CPU); width: training accuracy against width "
+            "(claim 1; 96 fits, about 70 min on 2 idle cores); generalisation: "
+            "held-out accuracy (claim 2; 300 fits, about 4 h on 2 idle cores). "
+            "--quick runs each in a minute or two, too briefly to show the effects."
         ),
     )
     parser.add_argument(
