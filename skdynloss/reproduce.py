@@ -79,7 +79,7 @@ PAPER = {
 
 # The full scale is the paper's. --quick keeps every setting but divides the period and
 # the number of steps by 50 (14 periods still, the last one static), with fewer widths
-# and seeds: a smoke run of a minute or two, too short to show the effects.
+# and seeds: a smoke run of seconds to a minute, too short to show the effects.
 CONFIGS = {
     "fig4": {
         "full": {
@@ -1109,7 +1109,7 @@ def build_parser():
             "(one fit, about 7 min of CPU); width: training accuracy against width "
             "(claim 1; 96 fits, about 70 min on 2 idle cores); generalisation: "
             "held-out accuracy (claim 2; 300 fits, about 4 h on 2 idle cores). "
-            "--quick runs each in a minute or two, too briefly to show the effects."
+            "--quick runs each in seconds to a minute, too briefly to show the effects."
         ),
     )
     parser.add_argument(
