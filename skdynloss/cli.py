@@ -375,8 +375,12 @@ def main(argv=None):
         The exit status, 0 on success. Invalid arguments exit through argparse
         (``SystemExit`` with status 2), as ``--version`` and ``--help`` do (status 0).
     """
-    parser = build_parser()
-    args = parser.parse_args(None if argv is None else [str(a) for a in argv])
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv[:1] == ["reproduce"]:
+        # Its own parser reads everything after the name (argparse's REMAINDER would
+        # not take a leading option such as --help).
+        return _reproduce(argparse.Namespace(rest=argv[1:]))
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

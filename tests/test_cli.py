@@ -188,3 +188,16 @@ def test_demo_without_matplotlib_skips_the_figure(
     assert "pip install 'skdynloss[plots]'" in text
     assert "Figure skipped" in text
     assert not out.exists()
+
+
+def test_reproduce_is_a_subcommand_with_its_own_help(capsys):
+    from skdynloss.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "skdynloss reproduce" in out and "fig4" in out and "--quick" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "nonsense"])
+    assert exit_info.value.code == 2
