@@ -27,6 +27,8 @@ hyperparameters in the same way.
 # optimizer and its learning rate; the package's networks train for 60 epochs in
 # mini-batches of 64, and the dynamical loss moves its focus to the next class every
 # ``period=3`` epochs. The settings are :data:`skdynloss.experiments.DIGITS`.
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -38,7 +40,7 @@ for model in result.models:
         f"{model.name:48s} test accuracy {model.test_accuracy:.4f}  "
         f"(fit {model.fit_time:.1f} s)"
     )
-print(result.conclusion)
+print(textwrap.fill(result.conclusion, 88))
 
 # %%
 # The conclusion compares the two losses on the *same* test images: the exact McNemar

@@ -71,11 +71,10 @@ for name, clf in fits.items():
     hessian[name] = result.eigenvalues
     ntk[name] = ntk_eigenvalues(clf.module_, X)
     print(
-        f"{name:24s} train acc {clf.score(X, y):.3f}  "
-        f"top-5 Hessian {np.round(result.eigenvalues, 3)}  "
-        f"(sharpness_ {clf.sharpness_:.3f}, converged {result.converged}, "
-        f"{result.n_matvec} Hessian-vector products)  "
-        f"top NTK {ntk[name][0]:.1f}"
+        f"{name}: train acc {clf.score(X, y):.3f}, top NTK {ntk[name][0]:.1f}\n"
+        f"  top-5 Hessian {np.round(result.eigenvalues, 3)}\n"
+        f"  (sharpness_ {clf.sharpness_:.3f}, converged {result.converged}, "
+        f"{result.n_matvec} Hessian-vector products)"
     )
 
 fig, (ax_h, ax_k) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")

@@ -22,6 +22,8 @@ Hessian eigenvalue) twice per period.
 # --------------
 # :data:`~skdynloss.experiments.SPIRAL` holds the demo's settings; two worker processes
 # fit side by side (the results do not depend on ``n_jobs``).
+import textwrap
+
 import matplotlib.pyplot as plt
 
 from skdynloss.experiments import SPIRAL, spiral_comparison
@@ -31,10 +33,10 @@ result = spiral_comparison(config={**SPIRAL, "n_seeds": 2}, seed=0, n_jobs=2)
 for ce, dyn in zip(result.cross_entropy, result.dynamical, strict=True):
     print(
         f"seed {ce.seed}: training accuracy {ce.accuracy:.3f} with cross-entropy, "
-        f"{dyn.accuracy:.3f} with the dynamical loss; final sharpness "
-        f"{ce.sharpness:.3f} vs {dyn.sharpness:.3f}"
+        f"{dyn.accuracy:.3f} with the dynamical loss;\n"
+        f"        final sharpness {ce.sharpness:.3f} vs {dyn.sharpness:.3f}"
     )
-print("Result:", result.conclusion)
+print(textwrap.fill("Result: " + result.conclusion, 88))
 
 # %%
 # The figure
