@@ -116,7 +116,7 @@ html_copy_source = False
 html_theme_options = {
     "logo": {"text": "skdynloss"},
     "navbar_align": "left",
-    "header_links_before_dropdown": 6,
+    "header_links_before_dropdown": 5,
     "navigation_depth": 2,
     "show_nav_level": 1,
     "show_toc_level": 2,
