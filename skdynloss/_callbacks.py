@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback, EarlyStopping
 
-from ._losses import dynamical_loss, per_sample_losses
+from ._losses import dynamical_loss, per_sample_losses, weighted_mean
 from ._net import StopTraining, _is_dict, steps_per_epoch
 
 
@@ -33,10 +33,9 @@ def weighted_mean_loss(base, sample_weight=None):
     """``(outputs, y) -> mean base loss`` (weighted by ``sample_weight`` when given)."""
 
     def loss(outputs, y):
-        losses = per_sample_losses(outputs, y, base)
-        if sample_weight is None:
-            return losses.mean()
-        return (sample_weight * losses).sum() / sample_weight.sum()
+        return weighted_mean(
+            per_sample_losses(outputs, y, base), y, None, sample_weight=sample_weight
+        )
 
     return loss
 

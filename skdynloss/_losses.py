@@ -103,13 +103,14 @@ def dynamical_loss(outputs, y, gamma, *, base="cross_entropy", sample_weight=Non
 def weighted_mean(losses, y, gamma, *, sample_weight=None):
     """``mean_mu Gamma_{y_mu} losses_mu`` (with sample weights: ``sum s Gamma l / sum
     s``): the second half of :func:`dynamical_loss`, for per-sample losses computed
-    already."""
+    already. ``gamma=None`` is the plain (sample-weighted) mean of the base loss."""
     # Gamma_{y_mu}: the weight of each sample's own class.
-    if gamma.ndim == 1:
-        weights = gamma[y]
+    if gamma is None:
+        weighted = losses
+    elif gamma.ndim == 1:
+        weighted = gamma[y] * losses
     else:
-        weights = gamma.gather(-1, y)
-    weighted = weights * losses
+        weighted = gamma.gather(-1, y) * losses
     if sample_weight is None:
         # A plain mean over the P samples (not torch's mean normalised by the weights,
         # which would cancel the tilt).
