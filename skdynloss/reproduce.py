@@ -121,14 +121,17 @@ CONFIGS = {
         },
     },
     "generalisation": {
+        # A fifth of the paper's length (T = 1000, 14 000 steps: still 14 periods, the
+        # last one static), so that all three reproductions run within 30 minutes on
+        # 2 CPU cores; --paper-length (PAPER_LENGTH) runs T = 5000, 70 000 steps.
         "full": {
             "spiral_widths": (100, 200, 400),
             "spiral_lrs": (1.0, 0.1),
             "spiral_seeds": 20,
             "tasks": ("digits-100", "noisy-spiral", "hard-classification"),
             "task_seeds": 10,
-            "max_epochs": 70_000,
-            "period": 5000,
+            "max_epochs": 14_000,
+            "period": 1000,
         },
         "quick": {
             "spiral_widths": (100,),
@@ -141,6 +144,10 @@ CONFIGS = {
         },
     },
 }
+
+#: The paper's length for ``generalisation`` (``skdynloss reproduce generalisation
+#: --paper-length``).
+PAPER_LENGTH = {"max_epochs": 70_000, "period": 5000}
 
 LOSSES = {"cross_entropy": 1.0, "dynamical": PAPER["amplitude"]}
 LOSS_LABELS = {"cross_entropy": "cross-entropy (A = 1)", "dynamical": "dynamical loss"}
@@ -155,34 +162,130 @@ def paper_estimator(**overrides):
     return DynamicalLossClassifier(**params)
 
 
-def _fit_one(index, estimator, data, summarize):
-    """Fit one estimator on its data and summarise it (a worker)."""
+#: Most memory (as ``skdynloss.model_bytes`` counts it) of one stack of the
+#: reproductions. On a CPU a stack whose activations stay in the core's cache (2 MiB of
+#: L2 here) costs about half as much per model and step as a larger one: measured
+#: 219 us per model-step for 8 networks 2-100-3 in one stack against 441 us for 16
+#: (float64, full batch on the spiral, one thread). 8 MiB keeps 8 such networks per
+#: stack, 4 at width 200, 2 at width 400 and 55 at width 10.
+STACK_BYTES = 8 * 2**20
+
+
+def _data_keys(data):
+    """One key per distinct (X, y) pair: fits on the same arrays share one copy."""
+    seen = {}
+    return [seen.setdefault((id(d["X"]), id(d["y"])), len(seen)) for d in data]
+
+
+def _stack_group(estimator, data):
+    """What the fits of one stack must share (None: the estimator trains alone)."""
+    from ._lockstep import hyperparameter_key
+    from ._net import steps_per_epoch
+
+    key = hyperparameter_key(estimator)
+    if key is None:
+        return None
+    n, n_features = np.shape(data["X"])
+    return (
+        key,
+        n_features,
+        len(np.unique(data["y"])),
+        steps_per_epoch(int(estimator.batch_size), n),
+        # Fits of different reproductions stay in different stacks.
+        data.get("plan"),
+    )
+
+
+def _units(estimators, data, max_stack_bytes):
+    """The fits as units of work: stacks of balanced size, and lone fits.
+
+    The same units whatever the number of workers, so that the results do not depend
+    on it.
+    """
+    from ._lockstep import balanced_chunks, model_bytes
+
+    groups, alone = {}, []
+    for i, (est, d) in enumerate(zip(estimators, data, strict=True)):
+        key = _stack_group(est, d)
+        if key is None:
+            alone.append([i])
+        else:
+            groups.setdefault(key, []).append(i)
+    units = []
+    for (_, n_features, n_classes, _, _), members in groups.items():
+        n_rows = max(len(data[i]["X"]) for i in members)
+        per_model = max(
+            model_bytes(estimators[i], n_rows, n_features, n_classes) for i in members
+        )
+        size = max(1, int(max_stack_bytes // max(per_model, 1)))
+        units.extend(balanced_chunks(members, size))
+    return units + alone
+
+
+def _unit_cost(estimators, data, unit):
+    """A rough estimate of a unit's seconds on one CPU core (to order the work).
+
+    Per step: about 0.3 ms of Python and 0.2 ms per MiB of the stack's memory; the
+    tracking of lambda_max every ``sharpness_every`` epochs about 0.1 s a call.
+    """
+    from ._lockstep import model_bytes
+
+    est, d = estimators[unit[0]], data[unit[0]]
+    n, n_features = np.shape(d["X"])
+    n_classes = len(np.unique(d["y"]))
+    size = (
+        sum(model_bytes(estimators[i], n, n_features, n_classes) for i in unit) / 2**20
+    )
+    epochs = int(est.max_epochs)
+    seconds = epochs * (3e-4 + 2e-4 * size)
+    if est.sharpness_every:
+        seconds += epochs / int(est.sharpness_every) * 0.1
+    return seconds
+
+
+def _fit_unit(unit, estimators, data, keys, summarize, max_stack_bytes):
+    """Fit one unit (a stack, or a fit alone) and summarise its fits (a worker)."""
     import torch
+
+    from ._lockstep import fit_datasets
 
     # One thread: fastest for these small networks, and fair to the other worker.
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         start = time.perf_counter()
-        estimator.fit(data["X"], data["y"])
-        seconds = time.perf_counter() - start
-        return index, summarize(estimator, data, seconds)
+        datasets = [
+            (d["X"], d["y"], d.get("sample_weight"), key)
+            for d, key in zip(data, keys, strict=True)
+        ]
+        _, seconds = fit_datasets(estimators, datasets, max_stack_bytes=max_stack_bytes)
+        results = [
+            summarize(est, d, t)
+            for est, d, t in zip(estimators, data, seconds, strict=True)
+        ]
+        return unit, results, time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
 
 
-def _keep_estimator(estimator, data, seconds):
-    return {"estimator": estimator, "seconds": seconds}
-
-
 def fit_estimators(
-    estimators, data, *, summarize=_keep_estimator, n_jobs=1, progress=None
+    estimators,
+    data,
+    *,
+    summarize=None,
+    n_jobs=1,
+    progress=None,
+    max_stack_bytes=STACK_BYTES,
 ):
     """Fit each estimator on its data and return ``summarize(est, data, seconds)``.
 
-    The one place where the reproductions fit anything: fitting the list as one stacked
-    network (``skdynloss.fit_lockstep``) instead of one at a time changes only this
-    function.
+    The one place where the reproductions fit anything. Estimators that can share a
+    stack (the same architecture, optimizer, learning rate and number of epochs, on
+    data of the same shape; see :func:`skdynloss.fit_lockstep`) train in lockstep, in
+    stacks of at most ``max_stack_bytes``; the others (a callback, ``sharpness_every``)
+    train alone through their own ``fit``. The units of work go to ``n_jobs`` worker
+    processes, the longest first; they are the same whatever ``n_jobs``, so the
+    results are too.
 
     Parameters
     ----------
@@ -190,14 +293,20 @@ def fit_estimators(
         Unfitted estimators.
     data : list of dict
         For each estimator, ``X`` and ``y`` to fit on (and whatever ``summarize``
-        reads, e.g. held-out ``X_test`` and ``y_test``).
+        reads, e.g. held-out ``X_test`` and ``y_test``). Fits given the same ``X``
+        and ``y`` objects share them in their stack.
     summarize : callable, default=keep the fitted estimator
         ``summarize(fitted_estimator, data, seconds) -> result``; runs in the worker,
-        so that only the result travels back.
+        so that only the result travels back. ``seconds`` is the fit's share of its
+        stack's time.
     n_jobs : int, default=1
         Worker processes (joblib's loky backend); 1 fits in this process.
     progress : callable, default=None
-        Called as ``progress(n_done, n_total, index, result)`` after each fit.
+        Called as ``progress(done, total, indices, results, seconds, fraction)`` after
+        each unit: fits done and in all, the indices and results of the unit's fits,
+        its wall time, and the estimated share of all the work done so far.
+    max_stack_bytes : int, default=STACK_BYTES
+        Most memory of one stack (:func:`skdynloss.model_bytes` per model).
 
     Returns
     -------
@@ -206,43 +315,71 @@ def fit_estimators(
     """
     if len(estimators) != len(data):
         raise ValueError("estimators and data must have the same length.")
+    summarize = _keep_estimator if summarize is None else summarize
     n = len(estimators)
-    results = [None] * n
-    if n_jobs == 1 or n <= 1:
-        finished = (
-            _fit_one(i, est, d, summarize)
-            for i, (est, d) in enumerate(zip(estimators, data, strict=True))
+    keys = _data_keys(data)
+    units = _units(estimators, data, max_stack_bytes)
+    costs = [_unit_cost(estimators, data, u) for u in units]
+    order = sorted(range(len(units)), key=lambda j: -costs[j])
+    total_cost = sum(costs) or 1.0
+    cost_of = {tuple(units[j]): costs[j] for j in order}
+
+    def task(j):
+        u = units[j]
+        return (
+            u,
+            [estimators[i] for i in u],
+            [data[i] for i in u],
+            [keys[i] for i in u],
+            summarize,
+            max_stack_bytes,
         )
+
+    if n_jobs == 1 or len(units) <= 1:
+        finished = (_fit_unit(*task(j)) for j in order)
     else:
         from joblib import Parallel, delayed
 
-        finished = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(_fit_one)(i, est, d, summarize)
-            for i, (est, d) in enumerate(zip(estimators, data, strict=True))
-        )
-    for done, (i, result) in enumerate(finished, start=1):
-        results[i] = result
+        finished = Parallel(
+            n_jobs=n_jobs, return_as="generator_unordered", pre_dispatch="n_jobs"
+        )(delayed(_fit_unit)(*task(j)) for j in order)
+    results = [None] * n
+    done, done_cost = 0, 0.0
+    for unit, unit_results, seconds in finished:
+        for i, result in zip(unit, unit_results, strict=True):
+            results[i] = result
+        done += len(unit)
+        done_cost += cost_of[tuple(unit)]
         if progress is not None:
-            progress(done, n, i, result)
+            progress(done, n, unit, unit_results, seconds, done_cost / total_cost)
     return results
 
 
-class _Progress:
-    """One line per finished fit on stderr: what it was, its result, time and ETA."""
+def _keep_estimator(estimator, data, seconds):
+    return {"estimator": estimator, "seconds": seconds}
 
-    def __init__(self, name, describe, stream=None):
-        self.name = name
+
+class _Progress:
+    """One line per finished unit of work on stderr: what it was, time and ETA.
+
+    ``names`` gives, for each fit's index, the reproduction it belongs to; ``describe``
+    maps a reproduction's name to a function that describes a unit's results.
+    """
+
+    def __init__(self, names, describe, stream=None):
+        self.names = names
         self.describe = describe
         self.stream = sys.stderr if stream is None else stream
         self.start = time.perf_counter()
 
-    def __call__(self, done, total, index, result):
+    def __call__(self, done, total, indices, results, seconds, fraction):
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / done * (total - done)
+        eta = elapsed * (1 - fraction) / max(fraction, 1e-9)
+        name = self.names[indices[0]]
+        what = self.describe[name](results)
         print(
-            f"[{self.name}] {done}/{total} {self.describe(result)} "
-            f"({result['seconds']:.0f} s; elapsed {_duration(elapsed)}, "
-            f"about {_duration(eta)} left)",
+            f"[{name}] {done}/{total} fits done: {what} ({_duration(seconds)}; "
+            f"elapsed {_duration(elapsed)}, about {_duration(eta)} left)",
             file=self.stream,
             flush=True,
         )
@@ -343,6 +480,63 @@ def period_peaks(sharpness_history, period, n_epochs, threshold, *, n_classes=3)
     return rows
 
 
+def plan_fig4(*, quick=False, settings=None, verbose=0):
+    """The fit of the paper's Figure 4, as a plan for :func:`run_plans`."""
+    cfg = _settings("fig4", quick, settings)
+    X, y = make_spiral()
+    est = paper_estimator(
+        hidden_layer_sizes=(cfg["width"],),
+        period=cfg["period"],
+        max_epochs=cfg["max_epochs"],
+        sharpness_every=cfg["sharpness_every"],
+        callbacks=[("ntk", NTKTracker(every=cfg["ntk_every"]))],
+        random_state=0,
+        verbose=verbose,
+    )
+
+    def finish(results):
+        (result,) = results
+        est = result["estimator"]
+        history = est.net_.history
+        rows = [(i + 1, r) for i, r in enumerate(history) if "ntk_max" in r]
+        ntk = {
+            "epoch": np.array([e for e, _ in rows], dtype=int),
+            "value": np.array([r["ntk_max"] for _, r in rows], dtype=float),
+            "seconds": np.array([r["ntk_seconds"] for _, r in rows], dtype=float),
+        }
+        threshold = 2.0 / PAPER["lr"]
+        peaks = period_peaks(
+            est.sharpness_history_,
+            cfg["period"],
+            cfg["max_epochs"],
+            threshold,
+            n_classes=len(est.classes_),
+        )
+        return {
+            "estimator": est,
+            "settings": cfg,
+            "fit_seconds": result["seconds"],
+            "ntk": ntk,
+            "peaks": peaks,
+            "threshold": threshold,
+            "train_accuracy": float(est.score(X, y)),
+        }
+
+    def describe(results):
+        (result,) = results
+        est = result["estimator"]
+        return f"the run of Fig. 4, training accuracy {est.score(X, y):.3f}"
+
+    return {
+        "name": "fig4",
+        "estimators": [est],
+        "data": [{"X": X, "y": y}],
+        "summarize": _keep_estimator,
+        "finish": finish,
+        "describe": describe,
+    }
+
+
 def run_fig4(*, quick=False, settings=None, progress=True):
     """Fit the run of the paper's Figure 4 and return its record.
 
@@ -358,46 +552,13 @@ def run_fig4(*, quick=False, settings=None, progress=True):
     Returns
     -------
     results : dict
-        ``estimator`` (fitted), ``settings``, ``seconds``, ``ntk`` (epochs, values,
-        seconds per call), ``peaks`` (:func:`period_peaks`) and ``threshold`` (2/lr).
+        ``estimator`` (fitted), ``settings``, ``seconds`` (wall time),
+        ``fit_seconds``, ``ntk`` (epochs, values, seconds per call), ``peaks``
+        (:func:`period_peaks`) and ``threshold`` (2/lr).
     """
-    cfg = _settings("fig4", quick, settings)
-    X, y = make_spiral()
-    est = paper_estimator(
-        hidden_layer_sizes=(cfg["width"],),
-        period=cfg["period"],
-        max_epochs=cfg["max_epochs"],
-        sharpness_every=cfg["sharpness_every"],
-        callbacks=[("ntk", NTKTracker(every=cfg["ntk_every"]))],
-        random_state=0,
-        verbose=int(bool(progress)),
-    )
-    (result,) = fit_estimators([est], [{"X": X, "y": y}])
-    est = result["estimator"]
-    history = est.net_.history
-    rows = [(i + 1, r) for i, r in enumerate(history) if "ntk_max" in r]
-    ntk = {
-        "epoch": np.array([e for e, _ in rows], dtype=int),
-        "value": np.array([r["ntk_max"] for _, r in rows], dtype=float),
-        "seconds": np.array([r["ntk_seconds"] for _, r in rows], dtype=float),
-    }
-    threshold = 2.0 / PAPER["lr"]
-    peaks = period_peaks(
-        est.sharpness_history_,
-        cfg["period"],
-        cfg["max_epochs"],
-        threshold,
-        n_classes=len(est.classes_),
-    )
-    return {
-        "estimator": est,
-        "settings": cfg,
-        "seconds": result["seconds"],
-        "ntk": ntk,
-        "peaks": peaks,
-        "threshold": threshold,
-        "train_accuracy": float(est.score(X, y)),
-    }
+    plan = plan_fig4(quick=quick, settings=settings, verbose=int(bool(progress)))
+    (results,) = run_plans([plan], progress=progress)
+    return results
 
 
 def _zoom_window(results):
@@ -496,21 +657,86 @@ def _score_summary(estimator, data, seconds):
     return out
 
 
-def _describe(result):
-    keys = [k for k in ("task", "width", "lr", "loss", "seed") if k in result]
-    text = " ".join(f"{k}={result[k]}" for k in keys)
-    text += f": train {result['train_accuracy']:.3f}"
-    if "test_accuracy" in result:
-        text += f", test {result['test_accuracy']:.3f}"
+def _describe(rows):
+    """A unit's fits in a few words: what they share, and their accuracies."""
+    keys = [k for k in ("task", "width", "lr") if k in rows[0]]
+    text = " ".join(
+        f"{k}=" + ",".join(str(v) for v in dict.fromkeys(r[k] for r in rows))
+        for k in keys
+    )
+    for loss in LOSSES:
+        mine = [r for r in rows if r["loss"] == loss]
+        if not mine:
+            continue
+        text += f"; {loss} x{len(mine)}: train {np.mean([r['train_accuracy'] for r in mine]):.3f}"
+        if "test_accuracy" in mine[0]:
+            text += f", test {np.mean([r['test_accuracy'] for r in mine]):.3f}"
     return text
 
 
-def run_width(*, quick=False, settings=None, n_jobs=1, progress=True):
-    """Training accuracy against hidden width, cross-entropy vs the dynamical loss.
+def _rows_plan(name, cfg, estimators, data):
+    """A plan whose fits are summarised as rows (width, generalisation)."""
 
-    Same initialisation (``random_state=seed``) for both losses at each seed. Returns
-    ``{"settings": ..., "rows": [one dict per fit], "seconds": wall time}``.
+    def finish(rows):
+        return {
+            "settings": cfg,
+            "rows": rows,
+            "fit_seconds": float(sum(r["seconds"] for r in rows)),
+        }
+
+    return {
+        "name": name,
+        "estimators": estimators,
+        "data": data,
+        "summarize": _score_summary,
+        "finish": finish,
+        "describe": _describe,
+    }
+
+
+def _plan_summary(estimator, data, seconds):
+    return data["summarize"](estimator, data, seconds)
+
+
+def run_plans(plans, *, n_jobs=1, progress=True):
+    """Fit the plans' estimators together (one :func:`fit_estimators`) and return
+    each plan's results, with ``seconds``: the wall time of the whole run.
+
+    A plan is a dict: ``name``, ``estimators``, ``data``, ``summarize``, ``finish``
+    (maps the plan's summaries to its results) and ``describe`` (a unit's summaries
+    in a few words, for the progress lines).
     """
+    estimators, data, names, spans = [], [], [], []
+    for plan in plans:
+        start = len(estimators)
+        estimators += plan["estimators"]
+        data += plan["data"]
+        names += [plan["name"]] * len(plan["estimators"])
+        spans.append((start, len(estimators)))
+    # Each fit is summarised by its own plan's function (in the worker).
+    data = [
+        {**d, "summarize": plan["summarize"], "plan": plan["name"]}
+        for plan in plans
+        for d in plan["data"]
+    ]
+    report = None
+    if progress:
+        report = _Progress(names, {p["name"]: p["describe"] for p in plans})
+    start = time.perf_counter()
+    results = fit_estimators(
+        estimators, data, summarize=_plan_summary, n_jobs=n_jobs, progress=report
+    )
+    seconds = time.perf_counter() - start
+    out = []
+    for plan, (a, b) in zip(plans, spans, strict=True):
+        result = plan["finish"](results[a:b])
+        result["seconds"] = seconds
+        out.append(result)
+    return out
+
+
+def plan_width(*, quick=False, settings=None):
+    """The fits of the width reproduction, as a plan for :func:`run_plans`."""
     cfg = _settings("width", quick, settings)
     X, y = make_spiral()
     estimators, data = [], []
@@ -538,15 +764,18 @@ def run_width(*, quick=False, settings=None, n_jobs=1, progress=True):
                         "meta": {"width": width, "loss": loss, "seed": seed},
                     }
                 )
-    start = time.perf_counter()
-    rows = fit_estimators(
-        estimators,
-        data,
-        summarize=_score_summary,
-        n_jobs=n_jobs,
-        progress=_Progress("width", _describe) if progress else None,
-    )
-    return {"settings": cfg, "rows": rows, "seconds": time.perf_counter() - start}
+    return _rows_plan("width", cfg, estimators, data)
+
+
+def run_width(*, quick=False, settings=None, n_jobs=1, progress=True):
+    """Training accuracy against hidden width, cross-entropy vs the dynamical loss.
+
+    Same initialisation (``random_state=seed``) for both losses at each seed. Returns
+    ``{"settings": ..., "rows": [one dict per fit], "seconds": wall time,
+    "fit_seconds": the fits' time on one core}``.
+    """
+    plan = plan_width(quick=quick, settings=settings)
+    return run_plans([plan], n_jobs=n_jobs, progress=progress)[0]
 
 
 # ------------------------------------------------------------------ generalisation
@@ -627,14 +856,8 @@ TASKS = {
 }
 
 
-def run_generalisation(*, quick=False, settings=None, n_jobs=1, progress=True):
-    """Held-out accuracy of networks wide enough to fit their data.
-
-    The spiral with held-out points at ``spiral_widths`` x ``spiral_lrs`` over
-    ``spiral_seeds`` seeds, and the ``tasks`` (width 100, lr 1) over ``task_seeds``
-    seeds; cross-entropy and the dynamical loss from the same initialisation at each
-    seed. Returns ``{"settings", "rows", "seconds"}``.
-    """
+def plan_generalisation(*, quick=False, settings=None):
+    """The fits of the generalisation reproduction, as a plan for :func:`run_plans`."""
     cfg = _settings("generalisation", quick, settings)
     estimators, data = [], []
 
@@ -666,15 +889,19 @@ def run_generalisation(*, quick=False, settings=None, n_jobs=1, progress=True):
         split = TASKS[task][0]()
         for seed in range(cfg["task_seeds"]):
             add(task, split, PAPER["hidden_layer_sizes"][0], PAPER["lr"], seed)
-    start = time.perf_counter()
-    rows = fit_estimators(
-        estimators,
-        data,
-        summarize=_score_summary,
-        n_jobs=n_jobs,
-        progress=_Progress("generalisation", _describe) if progress else None,
-    )
-    return {"settings": cfg, "rows": rows, "seconds": time.perf_counter() - start}
+    return _rows_plan("generalisation", cfg, estimators, data)
+
+
+def run_generalisation(*, quick=False, settings=None, n_jobs=1, progress=True):
+    """Held-out accuracy of networks wide enough to fit their data.
+
+    The spiral with held-out points at ``spiral_widths`` x ``spiral_lrs`` over
+    ``spiral_seeds`` seeds, and the ``tasks`` (width 100, lr 1) over ``task_seeds``
+    seeds; cross-entropy and the dynamical loss from the same initialisation at each
+    seed. Returns ``{"settings", "rows", "seconds", "fit_seconds"}``.
+    """
+    plan = plan_generalisation(quick=quick, settings=settings)
+    return run_plans([plan], n_jobs=n_jobs, progress=progress)[0]
 
 
 # -------------------------------------------------------------------- tables, files
@@ -832,7 +1059,7 @@ def write_fig4(results, out, *, provenance=None):
             f"A = 70, T = {cfg['period']}, {cfg['max_epochs']} steps, lambda_max every "
             f"{cfg['sharpness_every']} steps; peak above 2/lr in {n_above} of "
             f"{len(results['peaks'])} periods. Final training accuracy "
-            f"{results['train_accuracy']:.3f}; fit {results['seconds']:.0f} s, of which "
+            f"{results['train_accuracy']:.3f}; fit {results['fit_seconds']:.0f} s, of which "
             f"NTK {results['ntk']['seconds'].sum():.0f} s "
             f"({results['ntk']['seconds'].mean() if results['ntk']['seconds'].size else float('nan'):.2f} s per call).",
         ),
@@ -840,6 +1067,7 @@ def write_fig4(results, out, *, provenance=None):
     run = {
         "settings": cfg,
         "seconds": results["seconds"],
+        "fit_seconds": results["fit_seconds"],
         "train_accuracy": results["train_accuracy"],
         "final_sharpness": est.sharpness_,
         "ntk_seconds_per_call": float(results["ntk"]["seconds"].mean())
@@ -973,7 +1201,8 @@ def write_width(results, out, *, provenance=None):
             "Same initialisation for both losses at each seed; difference = dynamical "
             "- cross-entropy, paired by seed; sharpness: top Hessian eigenvalue of the "
             "plain cross-entropy at the end (flatter_dynamical: seeds where it is "
-            f"lower with the dynamical loss). Wall time {results['seconds']:.0f} s.",
+            f"lower with the dynamical loss). Fits: {results['fit_seconds']:.0f} s of "
+            f"one core, in stacks; wall time {results['seconds']:.0f} s.",
         ),
     )
     return written
@@ -1081,7 +1310,8 @@ def write_generalisation(results, out, *, provenance=None):
             f"initialisation). Full-batch gradient descent, float64, {cfg['max_epochs']} "
             f"steps, dynamical: A = 70, T = {cfg['period']}, last period plain "
             "cross-entropy. spiral: 200 points per arm, alternate points held out "
-            f"(300/300). Wall time {results['seconds']:.0f} s.",
+            f"(300/300). Fits: {results['fit_seconds']:.0f} s of one core, in stacks; "
+            f"wall time {results['seconds']:.0f} s.",
             "",
             *descriptions,
         ),
@@ -1092,9 +1322,9 @@ def write_generalisation(results, out, *, provenance=None):
 # ----------------------------------------------------------------------------- main
 
 EXPERIMENTS = {
-    "fig4": (run_fig4, write_fig4),
-    "width": (run_width, write_width),
-    "generalisation": (run_generalisation, write_generalisation),
+    "fig4": (plan_fig4, write_fig4),
+    "width": (plan_width, write_width),
+    "generalisation": (plan_generalisation, write_generalisation),
 }
 
 
@@ -1137,6 +1367,12 @@ def build_parser():
         help="worker processes for width and generalisation (default: 2)",
     )
     parser.add_argument(
+        "--paper-length",
+        action="store_true",
+        help="generalisation at the paper's length (T = 5000, 70 000 steps, about "
+        "5 h on 2 cores) instead of T = 1000, 14 000 steps",
+    )
+    parser.add_argument(
         "--seeds",
         type=int,
         default=None,
@@ -1150,7 +1386,9 @@ def build_parser():
 def main(argv=None):
     """Run ``skdynloss reproduce NAME [--quick] [--out DIR] [--n-jobs N]``.
 
-    Returns the exit status (0).
+    ``all`` fits the three reproductions' estimators as one pool of work (the fit of
+    Fig. 4 on one worker while the stacks of the others share the rest), then writes
+    each. Returns the exit status (0).
     """
     args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
     if args.n_jobs < 1:
@@ -1160,35 +1398,50 @@ def main(argv=None):
         [args.name]
         + (["--quick"] if args.quick else [])
         + ([f"--seeds {args.seeds}"] if args.seeds else [])
+        + (["--paper-length"] if args.paper_length else [])
     )
     import torch
 
     torch.set_num_threads(1)
+    plans = []
     for name in names:
-        run, write = EXPERIMENTS[name]
+        plan, _ = EXPERIMENTS[name]
         settings = {}
         if args.seeds and name == "width":
             settings["n_seeds"] = args.seeds
         if args.seeds and name == "generalisation":
             settings["spiral_seeds"] = args.seeds
             settings["task_seeds"] = args.seeds
-        print(
-            f"[{name}] started ({'quick' if args.quick else 'full scale'})",
-            file=sys.stderr,
-            flush=True,
-        )
-        # The commit at the start: the code that ran, whatever is committed meanwhile.
-        provenance = _provenance(command)
-        start = time.perf_counter()
+        if args.paper_length and name == "generalisation" and not args.quick:
+            settings.update(PAPER_LENGTH)
         kwargs = {"quick": args.quick, "settings": settings}
-        if name != "fig4":
-            kwargs["n_jobs"] = args.n_jobs
-        results = run(**kwargs)
-        provenance["wall time"] = _duration(time.perf_counter() - start)
-        written = write(results, Path(args.out), provenance=provenance)
+        if name == "fig4":
+            # Its own progress bar only when it runs alone in this process.
+            alone = len(names) == 1 or args.n_jobs == 1
+            kwargs["verbose"] = int(alone)
+        plans.append(plan(**kwargs))
+    n_fits = sum(len(p["estimators"]) for p in plans)
+    print(
+        f"[{args.name}] started ({'quick' if args.quick else 'full scale'}): "
+        f"{n_fits} fits on {args.n_jobs} worker(s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    # The commit at the start: the code that ran, whatever is committed meanwhile.
+    provenance = _provenance(command)
+    start = time.perf_counter()
+    results = run_plans(plans, n_jobs=args.n_jobs)
+    wall = _duration(time.perf_counter() - start)
+    for name, result in zip(names, results, strict=True):
+        _, write = EXPERIMENTS[name]
+        part = {
+            **provenance,
+            "wall time": wall if len(names) == 1 else f"{wall} (all three together)",
+            "fit time": f"{_duration(result['fit_seconds'])} of one core",
+        }
+        written = write(result, Path(args.out), provenance=part)
         print(
-            f"[{name}] done in {_duration(time.perf_counter() - start)}; wrote "
-            + ", ".join(str(p) for p in written),
+            f"[{name}] done in {wall}; wrote " + ", ".join(str(p) for p in written),
             file=sys.stderr,
             flush=True,
         )

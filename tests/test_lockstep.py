@@ -190,6 +190,18 @@ def test_stacks_split_by_memory_bound(spiral):
         _assert_same_fit(a, b, X)
 
 
+def test_balanced_chunks():
+    from skdynloss._lockstep import balanced_chunks
+
+    sizes = [len(c) for c in balanced_chunks(list(range(17)), 16)]
+    assert sizes == [9, 8]
+    assert [len(c) for c in balanced_chunks(list(range(5)), 2)] == [2, 2, 1]
+    assert balanced_chunks([1, 2, 3], 8) == [[1, 2, 3]]
+    chunks = balanced_chunks(list(range(10)), 3)
+    assert [len(c) for c in chunks] == [3, 3, 2, 2]
+    assert sum(chunks, []) == list(range(10))
+
+
 def test_divergence_stops_only_the_diverging_model(spiral):
     X, y = spiral
     base = DynamicalLossClassifier(

@@ -65,9 +65,14 @@ def test_paper_estimator_has_the_papers_settings():
     assert params["static_last_period"] and params["sharpness_every"] == 25
     assert params["random_state"] == 3
     # The full-scale settings of the command are the paper's too.
-    for name in ("fig4", "width", "generalisation"):
+    for name in ("fig4", "width"):
         full = reproduce.CONFIGS[name]["full"]
         assert full["max_epochs"] == 70_000 and full["period"] == 5000
+    # generalisation: 14 periods of a fifth of the length (the 30-minute budget), the
+    # paper's own with --paper-length.
+    full = reproduce.CONFIGS["generalisation"]["full"]
+    assert full["max_epochs"] / full["period"] == 14
+    assert reproduce.PAPER_LENGTH == {"max_epochs": 70_000, "period": 5000}
     assert len(reproduce.CONFIGS["width"]["full"]["widths"]) >= 6
     assert reproduce.CONFIGS["width"]["full"]["n_seeds"] >= 8
     assert reproduce.CONFIGS["generalisation"]["full"]["spiral_seeds"] == 20
@@ -241,13 +246,47 @@ def test_fit_estimators_keeps_the_order_and_reports_progress():
         estimators,
         [{"X": X, "y": y}] * 2,
         summarize=lambda est, data, s: sum(p.numel() for p in est.module_.parameters()),
-        progress=lambda done, total, i, r: seen.append((done, total, i)),
+        progress=lambda done, total, ix, rs, s, f: seen.append((done, total, ix, f)),
     )
     # 2-3-3 and 2-5-3 networks, in the order given.
     assert results == [2 * 3 + 3 + 3 * 3 + 3, 2 * 5 + 5 + 5 * 3 + 3]
-    assert seen == [(1, 2, 0), (2, 2, 1)]
+    # Two widths: two units, the larger (costlier) one first.
+    assert [(d, t, ix) for d, t, ix, _ in seen] == [(1, 2, [1]), (2, 2, [0])]
+    assert 0 < seen[0][3] < seen[1][3] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="same length"):
         reproduce.fit_estimators(estimators, [{"X": X, "y": y}])
+
+
+def test_fit_estimators_stacks_what_can_share_a_stack():
+    """Fits of one width train as stacks of balanced size (fit_lockstep's engine);
+    a fit with a callback trains alone; each equals its own fit."""
+    X, y = make_spiral(n_samples_per_class=10)
+    X2, y2 = X[::-1].copy(), y[::-1].copy()
+    kw = {
+        "hidden_layer_sizes": (6,),
+        "max_epochs": 8,
+        "period": 2,
+        "sharpness_every": None,
+    }
+    estimators = [
+        reproduce.paper_estimator(amplitude=a, random_state=s, **kw)
+        for s in range(3)
+        for a in (1.0, 70.0)
+    ] + [reproduce.paper_estimator(random_state=0, **{**kw, "sharpness_every": 2})]
+    data = [{"X": X, "y": y}] * 3 + [{"X": X2, "y": y2}] * 3 + [{"X": X, "y": y}]
+    from skdynloss._lockstep import model_bytes
+
+    per_model = model_bytes(estimators[0], len(X), 2, 3)
+    units = reproduce._units(estimators, data, 4 * per_model)
+    assert sorted(map(sorted, units)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert reproduce._data_keys(data) == [0, 0, 0, 1, 1, 1, 0]
+    results = reproduce.fit_estimators(
+        estimators, data, summarize=lambda est, d, s: est, max_stack_bytes=4 * per_model
+    )
+    for est, d in zip(results, data, strict=True):
+        alone = reproduce.paper_estimator(**est.get_params()).fit(d["X"], d["y"])
+        np.testing.assert_allclose(est.loss_curve_, alone.loss_curve_, rtol=1e-9)
+        np.testing.assert_array_equal(est.predict(X), alone.predict(X))
 
 
 def test_main_rejects_unknown_names(capsys):
@@ -275,7 +314,8 @@ def test_command_quick(name, tmp_path, capsys):
     md = (tmp_path / f"{table}.md").read_text()
     assert f"skdynloss reproduce {name} --quick" in md and "- commit: " in md
     # Progress goes to stderr.
-    assert f"[{name}] done" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"[{name}] done" in err and "fits done:" in err
 
 
 @pytest.mark.slow
