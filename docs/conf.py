@@ -11,6 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 # Import the package from this source tree when it is not installed.
 sys.path.insert(0, os.path.abspath(".."))
+# The docs' own small extension (docs/_ext): tables drawn from the reproductions' CSVs.
+sys.path.insert(0, os.path.abspath("_ext"))
 
 # The gallery trains tiny networks, which run fastest on one intra-op thread; torch's
 # default of one thread per core makes them many times slower as soon as the CPU is
@@ -46,6 +48,7 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.extlinks",
     "sphinx_gallery.gen_gallery",
+    "results_table",
 ]
 
 templates_path = ["_templates"]

@@ -87,10 +87,10 @@ CONFIGS = {
             "max_epochs": 70_000,
             "period": 5000,
             "sharpness_every": 25,
-            # The NTK's top eigenvalue costs about 0.9 s per call here (the Jacobian of
-            # 900 outputs by 503 parameters, through torch.func): every 25 steps would
-            # add 2800 calls (about 40 min), every 250 steps adds 280 (about 4 min).
-            "ntk_every": 250,
+            # As the sharpness: 2800 calls of the NTK's top eigenvalue (the Jacobian of
+            # 900 outputs by 503 parameters through torch.func), 0.04 s each on an
+            # idle core (measured at 2fc8afa), about 2 min in all.
+            "ntk_every": 25,
             "zoom": 1000,
         },
         "quick": {
@@ -162,7 +162,7 @@ def paper_estimator(**overrides):
     return DynamicalLossClassifier(**params)
 
 
-#: Most memory (as ``skdynloss.model_bytes`` counts it) of one stack of the
+#: Most memory (as ``skdynloss._lockstep.model_bytes`` counts it) of one stack of the
 #: reproductions. On a CPU a stack whose activations stay in the core's cache (2 MiB of
 #: L2 here) costs about half as much per model and step as a larger one: measured
 #: 219 us per model-step for 8 networks 2-100-3 in one stack against 441 us for 16
@@ -306,7 +306,7 @@ def fit_estimators(
         each unit: fits done and in all, the indices and results of the unit's fits,
         its wall time, and the estimated share of all the work done so far.
     max_stack_bytes : int, default=STACK_BYTES
-        Most memory of one stack (:func:`skdynloss.model_bytes` per model).
+        Most memory of one stack (``skdynloss._lockstep.model_bytes`` per model).
 
     Returns
     -------
@@ -1227,6 +1227,7 @@ def plot_generalisation(results):
             ax.set_xscale("log")
             widths = sorted({r["width"] for r in sub})
             ax.set_xticks(widths, [str(w) for w in widths])
+            ax.set_xticks([], minor=True)  # no "3 x 10^2" between the widths
         ax.set_xlabel("hidden width")
         ax.set_ylabel("held-out accuracy")
         ax.set_title(
@@ -1336,10 +1337,11 @@ def build_parser():
             "settings (2-100-3 on the spiral, full-batch gradient descent, lr 1, "
             "float64, A = 70, T = 5000, 70 000 steps), writing PNG figures and "
             "CSV/Markdown tables. fig4: the training dynamics of the paper's Fig. 4 "
-            "(one fit, about 7 min of CPU); width: training accuracy against width "
-            "(claim 1; 96 fits, about 70 min on 2 idle cores); generalisation: "
-            "held-out accuracy (claim 2; 300 fits, about 4 h on 2 idle cores). "
-            "--quick runs each in seconds to a minute, too briefly to show the effects."
+            "(one fit); width: training accuracy against width (claim 1; 96 fits); "
+            "generalisation: held-out accuracy (claim 2; 300 fits, T = 1000, 14 000 "
+            "steps). Fits that can share a stack train in lockstep. all: the three "
+            "as one pool of work, about 28 min on 2 idle cores. --quick runs all "
+            "three in about 20 s, too briefly to show the effects."
         ),
     )
     parser.add_argument(

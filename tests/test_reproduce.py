@@ -319,6 +319,28 @@ def test_command_quick(name, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_command_all_quick_pools_the_three(tmp_path, capsys):
+    """``all`` fits the three reproductions as one pool of work and writes each."""
+    assert reproduce.main(["all", "--quick", "--out", tmp_path, "--n-jobs", "2"]) == 0
+    for name in ("fig4", "width", "generalisation"):
+        assert is_png(tmp_path / f"{name}.png")
+    md = (tmp_path / "width_summary.md").read_text()
+    assert "skdynloss reproduce all --quick" in md
+    assert "(all three together)" in md and "of one core" in md
+    err = capsys.readouterr().err
+    assert "[all] started (quick): 33 fits on 2 worker(s)" in err
+    # One progress line per unit of work, each naming its reproduction; the last
+    # one has nothing left.
+    lines = [line for line in err.splitlines() if "fits done:" in line]
+    assert {line.split("]")[0][1:] for line in lines} == {
+        "fig4",
+        "width",
+        "generalisation",
+    }
+    assert "33/33 fits done" in lines[-1] and "about 0 s left" in lines[-1]
+
+
+@pytest.mark.slow
 def test_first_claim_direction_at_one_width():
     """Through the width runner, a 2-16-3 network over 3 seeds: the dynamical loss
     ends with a higher training accuracy than cross-entropy (same initialisation).
