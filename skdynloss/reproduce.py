@@ -20,11 +20,15 @@ that saves them as PNG figures and CSV/Markdown tables:
     tasks where cross-entropy generalises poorly (a small training subset of the
     digits, label noise, a hard ``make_classification``).
 
-Every run goes through the public estimator at the paper's settings (:data:`PAPER`).
-All fits of a reproduction go through one function, :func:`fit_estimators`, so that
-fitting them as one stacked network later changes only that function.
+Every run goes through the public estimator at the paper's settings (:data:`PAPER`;
+``generalisation`` at a fifth of its length, :data:`PAPER_LENGTH` with
+``--paper-length``). All fits go through one function, :func:`fit_estimators`, which
+trains those that can share a stack in lockstep (the engine of
+:func:`skdynloss.fit_lockstep`) and spreads the stacks over worker processes;
+:func:`run_plans` pools several reproductions into one such call (``all``).
 
-Run ``python -m skdynloss.reproduce NAME [--quick] [--out DIR] [--n-jobs N]``.
+Run ``skdynloss reproduce NAME [--quick] [--out DIR] [--n-jobs N] [--paper-length]``
+(or ``python -m skdynloss.reproduce``).
 """
 
 import argparse
@@ -47,10 +51,17 @@ from .datasets import make_spiral
 
 __all__ = [
     "PAPER",
+    "PAPER_LENGTH",
     "CONFIGS",
+    "STACK_BYTES",
     "NTKTracker",
     "fit_estimators",
     "paper_estimator",
+    "period_peaks",
+    "plan_fig4",
+    "plan_width",
+    "plan_generalisation",
+    "run_plans",
     "run_fig4",
     "run_width",
     "run_generalisation",
@@ -258,7 +269,10 @@ def _fit_unit(unit, estimators, data, keys, summarize, max_stack_bytes):
             (d["X"], d["y"], d.get("sample_weight"), key)
             for d, key in zip(data, keys, strict=True)
         ]
-        _, seconds = fit_datasets(estimators, datasets, max_stack_bytes=max_stack_bytes)
+        # Ctrl-C stops the whole run (the estimators are restored), not one stack.
+        _, seconds = fit_datasets(
+            estimators, datasets, max_stack_bytes=max_stack_bytes, interrupt="raise"
+        )
         results = [
             summarize(est, d, t)
             for est, d, t in zip(estimators, data, seconds, strict=True)
@@ -1214,8 +1228,11 @@ def plot_generalisation(results):
     rows = results["rows"]
     cfg = results["settings"]
     lrs = list(cfg["spiral_lrs"])
-    fig = Figure(figsize=(4.0 * (len(lrs) + 1), 4.0), layout="constrained")
-    axes = fig.subplots(1, len(lrs) + 1, squeeze=False)[0]
+    tasks = [t for t in cfg["tasks"] if any(r["task"] == t for r in rows)]
+    # One panel per learning rate of the spiral, and one for the tasks if any ran.
+    n_panels = max(1, len(lrs) + bool(tasks))
+    fig = Figure(figsize=(4.0 * n_panels, 4.0), layout="constrained")
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
     for ax, lr in zip(axes, lrs, strict=False):
         sub = [
             {**r, "_x": r["width"]}
@@ -1233,17 +1250,17 @@ def plot_generalisation(results):
         ax.set_title(
             f"spiral, lr {lr:g} ({cfg['spiral_seeds']} seeds)", fontsize="medium"
         )
-    ax = axes[-1]
-    tasks = [t for t in cfg["tasks"] if any(r["task"] == t for r in rows)]
-    sub = [{**r, "_x": tasks.index(r["task"])} for r in rows if r["task"] in tasks]
-    if sub:
+    if tasks:
+        ax = axes[-1]
+        sub = [{**r, "_x": tasks.index(r["task"])} for r in rows if r["task"] in tasks]
         _error_plot(ax, [r["_x"] for r in sub], sub, "test_accuracy", categorical=True)
-    ax.set_xticks(range(len(tasks)), tasks, rotation=15)
-    ax.set_xlim(-0.5, len(tasks) - 0.5)
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title(
-        f"other tasks (width 100, lr 1, {cfg['task_seeds']} seeds)", fontsize="medium"
-    )
+        ax.set_xticks(range(len(tasks)), tasks, rotation=15)
+        ax.set_xlim(-0.5, len(tasks) - 0.5)
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(
+            f"other tasks (width 100, lr 1, {cfg['task_seeds']} seeds)",
+            fontsize="medium",
+        )
     axes[0].legend(frameon=False, fontsize="small")
     return fig
 
@@ -1372,7 +1389,7 @@ def build_parser():
         "--paper-length",
         action="store_true",
         help="generalisation at the paper's length (T = 5000, 70 000 steps, about "
-        "5 h on 2 cores) instead of T = 1000, 14 000 steps",
+        "1.5 h on 2 cores) instead of T = 1000, 14 000 steps",
     )
     parser.add_argument(
         "--seeds",
@@ -1390,7 +1407,8 @@ def main(argv=None):
 
     ``all`` fits the three reproductions' estimators as one pool of work (the fit of
     Fig. 4 on one worker while the stacks of the others share the rest), then writes
-    each. Returns the exit status (0).
+    each. Returns the exit status: 0, or 130 when interrupted (Ctrl-C), in which case
+    nothing is written.
     """
     args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
     if args.n_jobs < 1:
@@ -1432,7 +1450,16 @@ def main(argv=None):
     # The commit at the start: the code that ran, whatever is committed meanwhile.
     provenance = _provenance(command)
     start = time.perf_counter()
-    results = run_plans(plans, n_jobs=args.n_jobs)
+    try:
+        results = run_plans(plans, n_jobs=args.n_jobs)
+    except KeyboardInterrupt:
+        print(
+            f"[{args.name}] interrupted after {_duration(time.perf_counter() - start)}; "
+            "nothing was written",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
     wall = _duration(time.perf_counter() - start)
     for name, result in zip(names, results, strict=True):
         _, write = EXPERIMENTS[name]

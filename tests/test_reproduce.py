@@ -289,6 +289,16 @@ def test_fit_estimators_stacks_what_can_share_a_stack():
         np.testing.assert_array_equal(est.predict(X), alone.predict(X))
 
 
+def test_an_interrupted_run_writes_nothing(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "fit_estimators", interrupted)
+    assert reproduce.main(["width", "--quick", "--out", tmp_path / "out"]) == 130
+    assert not (tmp_path / "out").exists()
+    assert "[width] interrupted after" in capsys.readouterr().err
+
+
 def test_main_rejects_unknown_names(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["fig5"])
