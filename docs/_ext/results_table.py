@@ -1,10 +1,11 @@
 """``.. results-table:: PATH``: a table drawn from a CSV that ``skdynloss reproduce``
 wrote, so that the Results page shows the files' own numbers (rounded), never copies.
 
-Options: ``:columns:`` (comma-separated CSV column names, default all), ``:headers:``
-(comma-separated titles, default the column names), ``:digits:`` (decimals of the
-numbers, default 3), ``:where:`` (``column=value``: only the rows whose column has that
-value; repeatable by separating with ``;``).
+Options: ``:columns:`` (comma-separated CSV column names, default all; ``a±b`` shows
+column ``a`` plus or minus column ``b`` in one cell), ``:headers:`` (comma-separated
+titles, default the column names), ``:digits:`` (decimals of the numbers, default 3),
+``:where:`` (``column=value`` or ``column!=value``: only the rows whose column has, or
+has not, that value; several separated by ``;``).
 """
 
 import csv
@@ -48,7 +49,9 @@ class ResultsTable(Directive):
             c.strip() for c in self.options.get("columns", "").split(",") if c.strip()
         ]
         columns = columns or list(rows[0])
-        missing = [c for c in columns if c not in rows[0]]
+        missing = [
+            part for c in columns for part in c.split("±") if part not in rows[0]
+        ]
         if missing:
             raise self.error(f"{Path(path).name} has no column(s) {missing}")
         headers = [
@@ -58,15 +61,19 @@ class ResultsTable(Directive):
         if len(headers) != len(columns):
             raise self.error("as many headers as columns, please")
         for condition in filter(None, self.options.get("where", "").split(";")):
-            column, value = (part.strip() for part in condition.split("="))
-            rows = [r for r in rows if r[column] == value]
+            negate = "!=" in condition
+            column, value = (
+                part.strip() for part in condition.split("!=" if negate else "=")
+            )
+            rows = [r for r in rows if (r[column] == value) != negate]
         digits = self.options.get("digits", 3)
         lines = [".. list-table::", "   :header-rows: 1", ""]
         for i, h in enumerate(headers):
             lines.append(("   * - " if i == 0 else "     - ") + h)
         for r in rows:
             for i, c in enumerate(columns):
-                lines.append(("   * - " if i == 0 else "     - ") + _cell(r[c], digits))
+                cell = " ± ".join(_cell(r[part], digits) for part in c.split("±"))
+                lines.append(("   * - " if i == 0 else "     - ") + cell)
         container = nodes.container()
         self.state.nested_parse(
             StringList(lines, source=path), self.content_offset, container
