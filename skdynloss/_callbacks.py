@@ -250,6 +250,47 @@ def _state_tensors(module):
     return [t.detach() for t in [*module.parameters(), *module.buffers()]]
 
 
+def non_finite_cause(net, X):
+    """Why the trained ``net`` cannot predict ``X`` (its training inputs), or None.
+
+    Its parameters are not finite, or its outputs on ``X`` are not: checked by a
+    bound for a plain MLP (``max |x|`` through each layer's row-sum norm and bias,
+    which ReLU cannot raise), and by a forward pass over ``X`` when the bound does
+    not rule an overflow out or the module is not a plain MLP.
+    """
+    tensors = _state_tensors(net.module_)
+    if not all(bool(t.isfinite().all()) for t in tensors):
+        return "the parameters became infinite or NaN"
+    X = X["X"] if _is_dict(X) else X
+    if X is None or not len(X):
+        return None
+    layers = list(net.module_.children())
+    if layers and all(isinstance(m, torch.nn.Linear | torch.nn.ReLU) for m in layers):
+        with torch.no_grad():
+            bound = float(X.detach().abs().max())
+            for m in layers:
+                if isinstance(m, torch.nn.Linear):
+                    bound = float(m.weight.abs().sum(dim=1).max()) * bound
+                    if m.bias is not None:
+                        bound += float(m.bias.abs().max())
+        if math.isfinite(bound) and bound < torch.finfo(X.dtype).max / 16:
+            return None
+    with torch.no_grad():
+        out = net.forward(X, training=False)
+    if not bool(torch.isfinite(out).all()):
+        return "the outputs on the training data became infinite or NaN"
+    return None
+
+
+def divergence_message(cause, diverged_at, good_epoch):
+    """The warning of a divergence (the single fit's guard and the stacked one)."""
+    return (
+        f"Training diverged ({cause}) at epoch {diverged_at}; stopped and restored the "
+        f"parameters after epoch {good_epoch}, the last ones kept with a finite loss. "
+        "A smaller learning rate or amplitude usually helps."
+    )
+
+
 class DivergenceGuard(Callback):
     """Stop training when the loss stops being finite, and keep the last good state.
 
@@ -263,8 +304,10 @@ class DivergenceGuard(Callback):
     infinite, the last kept parameters are restored, the optimizer's state (momentum,
     Adam moments, perhaps non-finite now) is cleared, the history is cut back to the
     epochs that produced them (so the loss clock resumes consistently), a warning names
-    the likely cause, and training stops. The estimator stays usable: it predicts with
-    the restored parameters and can be trained further.
+    the likely cause, and training stops. The last epoch's loss cannot vouch for the
+    parameters its last step left, so at the end of training parameters that are no
+    longer finite are rolled back the same way. The estimator stays usable: it
+    predicts with the restored parameters and can be trained further.
     """
 
     #: Fewest training steps between two copies of the parameters.
@@ -272,7 +315,7 @@ class DivergenceGuard(Callback):
 
     def initialize(self):
         self.diverged_ = False
-        self._good = self._start = None
+        self._good = self._start = self._X = None
         self._good_epoch = self._next_copy = 0
         self._every = 1
         self._copied = False
@@ -280,6 +323,7 @@ class DivergenceGuard(Callback):
 
     def on_train_begin(self, net, X=None, **kwargs):
         self.diverged_ = False
+        self._X = X
         sources = _state_tensors(net.module_)
         self._good = [t.clone() for t in sources]
         self._start = [t.clone() for t in sources]
@@ -290,8 +334,30 @@ class DivergenceGuard(Callback):
         self._copied = False
 
     def on_train_end(self, net, **kwargs):
-        # Do not carry copies of the parameters into pickles of the estimator.
-        self._good = self._start = None
+        try:
+            # The last epoch's loss vouches for the parameters it started from, not for
+            # those its last step left: a step can still overflow them, or the outputs.
+            if self._good is not None and not self.diverged_:
+                cause = non_finite_cause(net, getattr(self, "_X", None))
+                if cause is not None:
+                    self._roll_back(net, cause)
+        finally:
+            # Do not carry copies of the parameters or the data into pickles.
+            self._good = self._start = self._X = None
+
+    def _roll_back(self, net, cause):
+        """Restore the last kept parameters, cut the history back to them, warn."""
+        for target, good in zip(_state_tensors(net.module_), self._good, strict=True):
+            target.copy_(good)
+        self.diverged_ = True
+        net.optimizer_.state.clear()
+        diverged_at = len(net.history)
+        del net.history[self._good_epoch :]
+        warnings.warn(
+            divergence_message(cause, diverged_at, self._good_epoch),
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def on_epoch_begin(self, net, **kwargs):
         # The epoch's row is already in the history: this epoch follows len - 1 others.
@@ -313,20 +379,7 @@ class DivergenceGuard(Callback):
                 self._next_copy = self._good_epoch + self._every
                 self._copied = False
             return
-        for target, good in zip(_state_tensors(net.module_), self._good, strict=True):
-            target.copy_(good)
-        self.diverged_ = True
-        net.optimizer_.state.clear()
-        diverged_at = len(history)
-        del history[self._good_epoch :]
-        warnings.warn(
-            f"Training diverged (the loss became {loss}) at epoch {diverged_at}; "
-            f"stopped and restored the parameters after epoch {self._good_epoch}, the "
-            "last ones kept with a finite loss. A smaller learning rate or amplitude "
-            "usually helps.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        self._roll_back(net, f"the loss became {loss}")
         raise KeyboardInterrupt  # skorch's signal to end training
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from sklearn.utils import _safe_indexing
 
+from ._callbacks import divergence_message, non_finite_cause
 from ._classifier import (
     DynamicalLossClassifier,
     _hidden_sizes,
@@ -590,6 +591,11 @@ def _train_stack(models, *, epochs, state, progress=None):
                 break
     for k in active:
         _extract(models[k], k, params, optimizer)
+        # DivergenceGuard's check at the end: the last step may have overflowed the
+        # parameters (or the outputs) that the last finite loss had vouched for.
+        cause = non_finite_cause(models[k].net, models[k].data[0])
+        if cause is not None:
+            _diverge(models[k], k, good, good_epoch, cause)
     guard = {
         "_good_epoch": good_epoch,
         "_next_copy": next_copy,
@@ -651,9 +657,10 @@ def _write_rows(models, active, stats, gamma_sum, n_steps, time_, batch_losses, 
         m.history_rows.append(row)
 
 
-def _diverge(model, k, good, good_epoch):
+def _diverge(model, k, good, good_epoch, cause=None):
     """DivergenceGuard for model k: restore its last good parameters and stop it."""
-    loss = model.history_rows[-1]["train_loss"]
+    if cause is None:
+        cause = f"the loss became {model.history_rows[-1]['train_loss']}"
     diverged_at = len(model.history_rows)
     with torch.no_grad():
         for p, g in zip(model.net.module_.parameters(), good, strict=True):
@@ -664,10 +671,7 @@ def _diverge(model, k, good, good_epoch):
     model.diverged = True
     model.active = False
     warnings.warn(
-        f"Training diverged (the loss became {loss}) at epoch {diverged_at}; "
-        f"stopped and restored the parameters after epoch {good_epoch}, the "
-        "last ones kept with a finite loss. A smaller learning rate or amplitude "
-        "usually helps.",
+        divergence_message(cause, diverged_at, good_epoch),
         RuntimeWarning,
         stacklevel=4,
     )

@@ -289,3 +289,47 @@ def test_browser_check_fails_without_the_bundled_mathjax(built_site, tmp_path):
         p.startswith("request off the machine: https://cdn.example.org/x.js")
         for p in guide
     )
+
+
+def test_results_tables_are_drawn_from_the_csv_files(tmp_path):
+    """docs/_ext/results_table.py: the Results page's tables come from the CSVs that
+    ``skdynloss reproduce`` wrote, with the columns chosen, rounded, filtered."""
+    pytest.importorskip("sphinx")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "t.csv").write_text(
+        "task,width,mean,std,better\n"
+        "spiral,100,0.93456,0.0151,True\n"
+        "digits,100,0.9,0.004,False\n"
+    )
+    (src / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(DOCS / '_ext')!r})\n"
+        "extensions = ['results_table']\n"
+    )
+    (src / "index.rst").write_text(
+        "T\n=\n\n"
+        ".. results-table:: t.csv\n"
+        "   :columns: width, mean±std, better\n"
+        "   :headers: width, held-out, dyn better\n"
+        "   :where: task!=digits\n"
+    )
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "text", str(src), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    text = (out / "index.txt").read_text()
+    assert "0.935 ± 0.015" in text and "yes" in text and "held-out" in text
+    assert "digits" not in text and "0.900" not in text
+    # A column the file does not have is an error naming it.
+    (src / "index.rst").write_text(
+        "T\n=\n\n.. results-table:: t.csv\n   :columns: nope\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "text", str(src), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0 and "nope" in run.stderr

@@ -190,6 +190,43 @@ def test_stacks_split_by_memory_bound(spiral):
         _assert_same_fit(a, b, X)
 
 
+@pytest.mark.parametrize(
+    "hidden, lr, dtype, cause",
+    [
+        ((), 1e38, "float32", "parameters became infinite or NaN"),
+        # Finite parameters of about 1e155 whose product overflows the outputs.
+        ((1,), 1e155, "float64", "outputs on the training data became infinite"),
+    ],
+)
+def test_a_last_step_that_overflows_is_rolled_back(hidden, lr, dtype, cause):
+    """The last epoch's finite loss vouches for the parameters it started from; a
+    last step that overflows them or the outputs (Adam at a huge lr) is a divergence,
+    in a stack as in a fit of its own: the estimator predicts finite probabilities.
+    (Found by tests/test_hypothesis.py.)"""
+    X = np.array([[0.12573022], [-0.13210486], [0.5], [-0.4]])
+    y = np.array([4, -3, 4, -3])
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=hidden,
+        optimizer="adam",
+        lr=lr,
+        dtype=dtype,
+        max_epochs=1,
+        batch_size=-1,
+        amplitude=1.0,
+        compute_sharpness=False,
+    )
+    estimators = [clone(base).set_params(random_state=s) for s in range(2)]
+    estimators.append(clone(base).set_params(lr=1e-3, random_state=0))
+    with pytest.warns(RuntimeWarning, match=cause):
+        alone = _fit_alone(estimators, X, y)
+    assert alone[0].diverged_ and not alone[2].diverged_
+    assert np.isfinite(alone[0].predict_proba(X)).all()
+    with pytest.warns(RuntimeWarning, match=cause):
+        fit_lockstep(estimators, X, y)
+    for a, b in zip(estimators, alone, strict=True):
+        _assert_same_fit(a, b, X)
+
+
 def test_balanced_chunks():
     from skdynloss._lockstep import balanced_chunks
 
