@@ -318,7 +318,8 @@ def fit_estimators(
     progress : callable, default=None
         Called as ``progress(done, total, indices, results, seconds, fraction)`` after
         each unit: fits done and in all, the indices and results of the unit's fits,
-        its wall time, and the estimated share of all the work done so far.
+        its wall time, and the estimated share of all the work done so far (the
+        units still running on other workers counted as half done).
     max_stack_bytes : int, default=STACK_BYTES
         Most memory of one stack (``skdynloss._lockstep.model_bytes`` per model).
 
@@ -359,13 +360,20 @@ def fit_estimators(
         )(delayed(_fit_unit)(*task(j)) for j in order)
     results = [None] * n
     done, done_cost = 0, 0.0
+    pending = [tuple(units[j]) for j in order]
+    workers = 1 if n_jobs == 1 or len(units) <= 1 else n_jobs
     for unit, unit_results, seconds in finished:
         for i, result in zip(unit, unit_results, strict=True):
             results[i] = result
         done += len(unit)
         done_cost += cost_of[tuple(unit)]
+        pending.remove(tuple(unit))
         if progress is not None:
-            progress(done, n, unit, unit_results, seconds, done_cost / total_cost)
+            # The other workers' units are under way (the next ones in the order, as
+            # they are handed out): count them as half done.
+            running = sum(cost_of[u] for u in pending[: workers - 1]) / 2
+            fraction = (done_cost + running) / total_cost
+            progress(done, n, unit, unit_results, seconds, fraction)
     return results
 
 
