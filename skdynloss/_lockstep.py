@@ -714,6 +714,10 @@ def _end(model, guard, spe, best, stopped):
     for key, value in getattr(model, "guard", guard).items():
         setattr(divergence, key, value)
     divergence.diverged_ = model.diverged
+    # The stack made the guard's end-of-training check (_train_stack); the guard's own
+    # copies are of the initial parameters, not the last kept ones: drop them so that
+    # on_train_end neither repeats the check nor could roll back to them.
+    divergence._good = divergence._start = None
     if end_step:
         net.criterion_.set_time(model.last_time, static=model.last_static)
     bar = callbacks["progress_bar"]
