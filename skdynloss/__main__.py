@@ -1,6 +1,6 @@
 """``python -m skdynloss``: the same as the ``skdynloss`` command."""
 
-from .cli import main
+from .app.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import class_weights
 
 __all__ = [
+    "period_summary",
     "CROSS_ENTROPY_COLOR",
     "DYNAMICAL_COLOR",
     "plot_decision_boundary",
@@ -36,6 +37,61 @@ _EXTRAS_HINT = (
     "skdynloss.plotting needs matplotlib, an optional dependency: "
     "pip install 'skdynloss[plots]'"
 )
+
+
+def period_summary(epoch, values, *, period):
+    """One row per period of a per-epoch record: its last value, median, min and max.
+
+    Period ``k`` holds epochs ``k * period + 1`` to ``(k + 1) * period``; its last
+    epoch ends where all class weights are back to 1 (the dynamical loss then equals
+    cross-entropy), so the ``last`` values of two fits are measured on the same loss.
+
+    Parameters
+    ----------
+    epoch : array-like of shape (n,)
+        Epochs (1-based, increasing) at which ``values`` were recorded.
+    values : array-like of shape (n,)
+        The record, e.g. ``sharpness_history_["dynamical"]`` or
+        ``dynamics_["accuracy"]``.
+    period : float
+        The period T of the schedule, in epochs.
+
+    Returns
+    -------
+    summary : dict of ndarray
+        ``period`` (index k), ``end`` (the epoch ``(k + 1) * period``), ``last``,
+        ``median``, ``min``, ``max`` and ``count`` (values in the period), for every
+        period holding at least one value.
+
+    Examples
+    --------
+    >>> from skdynloss.plotting import period_summary
+    >>> s = period_summary([5, 10, 15, 20], [1.0, 3.0, 2.0, 0.5], period=10)
+    >>> s["max"].tolist(), s["last"].tolist()
+    ([3.0, 2.0], [3.0, 0.5])
+    """
+    epoch = np.asarray(epoch, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if epoch.shape != values.shape or epoch.ndim != 1:
+        raise ValueError(
+            f"epoch and values must be 1-d of one length, got {epoch.shape} and "
+            f"{values.shape}."
+        )
+    if not (period > 0 and math.isfinite(period)):
+        raise ValueError(f"period must be positive and finite, got {period!r}.")
+    index = np.ceil(epoch / period - 1e-9).astype(int) - 1
+    keys = np.unique(index)
+    rows = {k: [] for k in ("period", "end", "last", "median", "min", "max", "count")}
+    for k in keys:
+        v = values[index == k]
+        rows["period"].append(k)
+        rows["end"].append((k + 1) * period)
+        rows["last"].append(v[-1])
+        rows["median"].append(np.median(v))
+        rows["min"].append(v.min())
+        rows["max"].append(v.max())
+        rows["count"].append(v.size)
+    return {k: np.asarray(v) for k, v in rows.items()}
 
 
 def _pyplot():
@@ -491,7 +547,6 @@ def _per_period(epoch, values, period, *, phase=None):
     ``phase`` is a fraction of the period, e.g. 0.5 for the middle; the values taken
     are those recorded at the epochs ``k * period + phase * period``.
     """
-    from .experiments import period_summary
 
     epoch = np.asarray(epoch, dtype=float)
     values = np.asarray(values, dtype=float)
@@ -552,7 +607,6 @@ def plot_spiral_comparison(
     plot_training_dynamics : every recorded quantity of one fit.
     """
     from . import make_spiral
-    from .experiments import period_summary
 
     dyn_fit, ce_fit = comparison.dynamical[0], comparison.cross_entropy[0]
     dyn, ce = dyn_fit.estimator, ce_fit.estimator
