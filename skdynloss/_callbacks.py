@@ -18,11 +18,11 @@ import torch
 from skorch.callbacks import Callback, EarlyStopping
 
 from ._losses import dynamical_loss, per_sample_losses, weighted_mean
-from ._net import StopTraining, _is_dict, steps_per_epoch
+from ._net import StopTraining, _is_dict, batch_size_for, steps_per_epoch
 
 
 def _rows(X):
-    return len(X["X"]) if _is_dict(X) else len(X)
+    return len(X["X"]) if _is_dict(X) else len(X)  # a StackData: its longest
 
 
 def _sample_weight(X):
@@ -128,6 +128,9 @@ class LossClock(Callback):
         self._stats = None
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
+        if net.members is not None:
+            self._begin_stack(net, X)
+            return
         history = net.history
         self.time_ = history[-1].get("loss_time", 0.0) if len(history) else 0.0
         spe = steps_per_epoch(net.batch_size, _rows(X))
@@ -146,6 +149,13 @@ class LossClock(Callback):
 
     def on_epoch_begin(self, net, **kwargs):
         self._reset_epoch()
+        if net.members is not None:
+            # Each active model's own history gets the epoch's row, as its own net's
+            # on_epoch_begin makes it.
+            for k in _active(net):
+                member = net.members[k]
+                member.history.new_epoch()
+                member.history.record("epoch", len(member.history))
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if not training:
@@ -154,8 +164,11 @@ class LossClock(Callback):
             # Ctrl-C arrived after the last step's end: no new step.
             raise StopTraining
         t = self._step / self.steps_per_epoch_
-        # A small tolerance: times are fractions of steps_per_epoch.
-        self._gamma = net.criterion_.set_time(t, static=t >= self.static_from_ - 1e-9)
+        # A small tolerance: times are fractions of steps_per_epoch (with K models,
+        # one static flag per model).
+        static = t >= self.static_from_ - 1e-9
+        self._gamma = net.criterion_.set_time(t, static=static)
+        self._last = (t, static)
 
     def on_batch_end(
         self,
@@ -167,6 +180,9 @@ class LossClock(Callback):
         **kwargs,
     ):
         if not training:
+            return
+        if net.members is not None:
+            self._record_stack_step(net, batch, y_pred, base_losses, kwargs["losses"])
             return
         X, y = batch
         weight = _sample_weight(X)
@@ -228,10 +244,15 @@ class LossClock(Callback):
         self._reset_epoch()
 
     def on_epoch_end(self, net, **kwargs):
-        if self._n_steps:
+        if net.members is not None:
+            self._write_stack(net)
+        elif self._n_steps:
             self._write(net, net.history[-1])
 
     def on_train_end(self, net, **kwargs):
+        if net.members is not None:
+            self._end_stack(net)
+            return
         history = net.history
         if not len(history) or "loss_time" in history[-1]:
             return
@@ -244,6 +265,127 @@ class LossClock(Callback):
         row["batches"] = row["batches"][: self._n_steps]
         row["train_batch_count"] = self._n_steps
         self._write(net, row)
+
+    # -------------------------------------------------- K models (a stack's clock)
+
+    def _begin_stack(self, net, X):
+        """Start from the models' own clocks, which their own on_train_begin set as
+        for a fit of their own (one time for all: a stack's models share it)."""
+        clocks = [_callback(m, "loss_clock") for m in net.members]
+        first = clocks[0]
+        self.time_ = first.time_
+        self._step = first._step
+        self.steps_per_epoch_ = first.steps_per_epoch_
+        self.static_from_ = np.array([c.static_from_ for c in clocks])
+        self._best_loss = np.array([c._best_loss for c in clocks])
+        self._last = None
+        self.stop_requested = False
+        # Rows of model k in batch s, as TensorBatches cuts its own rows.
+        bs = batch_size_for(net.batch_size, _rows(X))
+        self._sizes = [[min(bs, n - start) for start in range(0, n, bs)] for n in X.n]
+        self._reset_epoch()
+
+    def _record_stack_step(self, net, batch, y_pred, base_losses, losses):
+        X, y = batch
+        weight = _sample_weight(X)
+        outputs = y_pred.detach()
+        # max(dim).indices: argmax's indices (the first maximum), an order of magnitude
+        # faster than argmax over the class axis of (K, C, B).
+        correct = outputs.max(dim=net.module_.class_dim).indices == y
+        f64 = torch.float64
+        if weight is None:
+            total = torch.full_like(losses, float(y.shape[1]), dtype=f64)
+            parts = [
+                losses.to(f64) * total,
+                base_losses.sum(dim=-1, dtype=f64),
+                correct.sum(dim=-1, dtype=f64),
+                total,
+            ]
+        else:
+            total = weight.sum(dim=-1, dtype=f64)
+            parts = [
+                losses.to(f64) * total,
+                (weight * base_losses).sum(dim=-1, dtype=f64),
+                (weight * correct).sum(dim=-1, dtype=f64),
+                total,
+            ]
+        stats = torch.stack(parts, dim=1)
+        self._stats = stats if self._stats is None else self._stats + stats
+        # Each model's batch row, as skorch records it in a fit of its own.
+        values = losses.tolist()
+        s = self._n_steps
+        for k in _active(net):
+            member = net.members[k]
+            member.history.new_batch()
+            member.history.record_batch("train_loss", values[k])
+            member.history.record_batch("train_batch_size", self._sizes[k][s])
+        gamma = self._gamma
+        self._gamma_sum = gamma if self._gamma_sum is None else self._gamma_sum + gamma
+        self._n_steps += 1
+        self._step += 1
+        self.time_ = self._step / self.steps_per_epoch_
+        if self.stop_requested:
+            raise StopTraining
+
+    def _write_stack(self, net):
+        """Each active model's epoch row, with the arithmetic of a fit of its own."""
+        if not self._n_steps:
+            return
+        values = self._stats.tolist()
+        for k in _active(net):
+            member = net.members[k]
+            row = member.history[-1]
+            row["train_batch_count"] = self._n_steps
+            v = values[k]
+            total = v[3]
+            row["loss_time"] = self.time_
+            row["class_weights"] = (self._gamma_sum[k] / self._n_steps).tolist()
+            loss = v[0] / total if total else math.nan
+            row["train_loss"] = loss
+            row["train_loss_best"] = loss < self._best_loss[k]
+            self._best_loss[k] = min(self._best_loss[k], loss)
+            base = v[1] / total if total else math.nan
+            row["train_base_loss"] = base
+            if member.criterion_.base == "cross_entropy":
+                row["train_cross_entropy"] = base
+            row["train_accuracy"] = v[2] / total if total else math.nan
+        self._reset_epoch()
+
+    def _end_stack(self, net):
+        for k in _active(net):
+            row = net.members[k].history[-1] if len(net.members[k].history) else None
+            if row is not None and "loss_time" not in row:
+                # An epoch cut short (Ctrl-C) before it recorded anything.
+                del net.members[k].history[-1]
+        if self._n_steps:
+            self._write_stack(net)
+        for k in _active(net):
+            self.export(net, k)
+
+    def export(self, net, k):
+        """Model k's clock as a fit of its own leaves it (when it stops, or at the
+        end): its clock callback, and its criterion at the time of its last step."""
+        member = net.members[k]
+        clock = _callback(member, "loss_clock")
+        clock._step = self._step
+        clock.time_ = self.time_
+        clock._best_loss = float(self._best_loss[k])
+        clock.stop_requested = self.stop_requested
+        clock._reset_epoch()
+        if self._last is not None:
+            t, static = self._last
+            clock._last = (t, bool(static[k]))
+            member.criterion_.set_time(t, static=bool(static[k]))
+
+
+def _callback(net, name):
+    """The net's callback called ``name``."""
+    return dict(net.callbacks_)[name]
+
+
+def _active(net):
+    """Indices of the models of a stack that still train."""
+    return [k for k, a in enumerate(net.active_) if a]
 
 
 def _state_tensors(module):
@@ -327,13 +469,28 @@ class DivergenceGuard(Callback):
         sources = _state_tensors(net.module_)
         self._good = [t.clone() for t in sources]
         self._start = [t.clone() for t in sources]
-        self._good_epoch = len(net.history)
+        # With K models, epochs are counted in the models' own histories (all of the
+        # same length when the stack starts); the stack's own counts from 0.
+        self._offset = 0 if net.members is None else len(net.members[0].history)
+        self._good_epoch = self._offset + len(net.history)
         spe = steps_per_epoch(net.batch_size, _rows(X))
         self._every = max(1, math.ceil(self.snapshot_steps / spe))
         self._next_copy = self._good_epoch + self._every
         self._copied = False
 
     def on_train_end(self, net, **kwargs):
+        if net.members is not None:
+            try:
+                for k in _active(net):
+                    member = net.members[k]
+                    # The stack has written model k's last parameters into its net.
+                    cause = non_finite_cause(member, self._X.X[self._X.rows[k]])
+                    if cause is not None:
+                        self._roll_back_model(net, k, cause)
+                    self.export(net, k)
+            finally:
+                self._good = self._start = self._X = None
+            return
         try:
             # The last epoch's loss vouches for the parameters it started from, not for
             # those its last step left: a step can still overflow them, or the outputs.
@@ -359,9 +516,40 @@ class DivergenceGuard(Callback):
             stacklevel=3,
         )
 
+    def _roll_back_model(self, net, k, cause):
+        """Model k of a stack: its last kept parameters into its own net, its history
+        cut back to them, a warning; it stops while the others go on."""
+        member = net.members[k]
+        guard = _callback(member, "divergence_guard")
+        with torch.no_grad():
+            for target, good in zip(
+                _state_tensors(member.module_), self._good, strict=True
+            ):
+                target.copy_(good[k])
+        guard.diverged_ = True
+        # Its optimizer never stepped: its state is empty, as the guard leaves it.
+        member.optimizer_.state.clear()
+        diverged_at = len(member.history)
+        del member.history[self._good_epoch :]
+        warnings.warn(
+            divergence_message(cause, diverged_at, self._good_epoch),
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def export(self, net, k):
+        """Model k's guard as a fit of its own leaves it."""
+        guard = _callback(net.members[k], "divergence_guard")
+        guard._good_epoch = self._good_epoch
+        guard._next_copy = self._next_copy
+        guard._every = self._every
+        guard._copied = self._copied
+        # Its copies would be of the parameters its own on_train_begin saw.
+        guard._good = guard._start = guard._X = None
+
     def on_epoch_begin(self, net, **kwargs):
         # The epoch's row is already in the history: this epoch follows len - 1 others.
-        if len(net.history) - 1 >= self._next_copy:
+        if self._offset + len(net.history) - 1 >= self._next_copy:
             for copy, source in zip(
                 self._start, _state_tensors(net.module_), strict=True
             ):
@@ -369,6 +557,9 @@ class DivergenceGuard(Callback):
             self._copied = True
 
     def on_epoch_end(self, net, **kwargs):
+        if net.members is not None:
+            self._epoch_end_stack(net)
+            return
         history = net.history
         loss = history[-1].get("train_loss", 0.0)
         if math.isfinite(loss):
@@ -381,6 +572,26 @@ class DivergenceGuard(Callback):
             return
         self._roll_back(net, f"the loss became {loss}")
         raise KeyboardInterrupt  # skorch's signal to end training
+
+    def _epoch_end_stack(self, net):
+        clock = _callback(net, "loss_clock")
+        bad = []
+        for k in _active(net):
+            loss = net.members[k].history[-1].get("train_loss", 0.0)
+            if not math.isfinite(loss):
+                bad.append((k, loss))
+        for k, loss in bad:
+            self._roll_back_model(net, k, f"the loss became {loss}")
+            clock.export(net, k)
+            self.export(net, k)
+            net.stop_model(k)
+        if not any(net.active_):
+            raise KeyboardInterrupt  # skorch's signal to end training
+        if self._copied:
+            self._good, self._start = self._start, self._good
+            self._good_epoch = self._offset + len(net.history) - 1
+            self._next_copy = self._good_epoch + self._every
+            self._copied = False
 
 
 class SharpnessTracker(Callback):
@@ -580,6 +791,142 @@ class ValidationEarlyStopping(EarlyStopping):
     def on_train_end(self, net, **kwargs):
         if len(net.history):
             super().on_train_end(net, **kwargs)
+
+
+#: The callbacks of a model's own net that a stack runs once for all K models.
+STACK_RUN = ("loss_clock", "divergence_guard", "progress_bar")
+
+
+def member_callbacks(net):
+    """A stack member's callbacks that the stack notifies per model (all but those it
+    runs for all K at once), as (name, callback) pairs."""
+    return [(n, cb) for n, cb in net.callbacks_ if n not in STACK_RUN]
+
+
+def stack_aware(callback):
+    """Whether a callback may run in a stack: it says so with ``stack_aware = True``
+    (or is one of the package's own per-model callbacks)."""
+    return bool(getattr(callback, "stack_aware", False))
+
+
+class MemberCallbacks(Callback):
+    """Run each model's own callbacks in a stack, with the model's own net.
+
+    A stack runs the clock, the divergence guard and the progress bar once for all K
+    models. Every other callback of model k (the sharpness tracker, early stopping and
+    its validation scores, stack-aware user callbacks) is notified with model k's own
+    net, as in a fit of its own:
+
+    * ``on_batch_begin`` / ``on_batch_end`` with model k's rows of the batch, its
+      outputs ``y_pred`` (B, C) and its ``loss``;
+    * ``on_epoch_begin`` / ``on_epoch_end`` with its net, whose history holds its
+      rows and whose ``module_`` holds its parameters at the end of the epoch (and
+      which runs its validation epoch first, when it has a validation split);
+    * a KeyboardInterrupt raised by ``on_epoch_end`` (skorch's signal to stop, as its
+      EarlyStopping raises it) stops model k alone: it keeps its state of that moment
+      while the others go on.
+
+    ``on_train_begin`` and ``on_train_end`` reach every model's callbacks from the
+    engine, with the model's own data, before and after the stack trains.
+    """
+
+    def initialize(self):
+        self._callbacks = None
+        return self
+
+    def on_train_begin(self, net, X=None, **kwargs):
+        self._data = X
+        self._callbacks = [member_callbacks(m) for m in net.members]
+        self._batch = [
+            [cb for _, cb in cbs if _overrides(cb, "on_batch_begin", "on_batch_end")]
+            for cbs in self._callbacks
+        ]
+
+    def on_train_end(self, net, **kwargs):
+        self._data = self._callbacks = self._batch = None
+
+    def _slice(self, net, k, batch, n):
+        X, y = batch
+        if _is_dict(X):
+            X = {key: value[k, :n] for key, value in X.items()}
+            if "sample_weight" in X and self._data.sample_weight is None:
+                X = X["X"]
+        else:
+            X = X[k, :n]
+        return X, y[k, :n]
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if not training or not any(self._batch):
+            return
+        clock = _callback(net, "loss_clock")
+        for k in _active(net):
+            if self._batch[k]:
+                n = clock._sizes[k][clock._n_steps]
+                member_batch = self._slice(net, k, batch, n)
+                for cb in self._batch[k]:
+                    cb.on_batch_begin(net.members[k], batch=member_batch, training=True)
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if not training or not any(self._batch):
+            return
+        clock = _callback(net, "loss_clock")
+        losses = kwargs["losses"]
+        class_dim = net.module_.class_dim
+        for k in _active(net):
+            if self._batch[k]:
+                # The clock has counted the step already.
+                n = clock._sizes[k][clock._n_steps - 1]
+                member_batch = self._slice(net, k, batch, n)
+                out = y_pred[k] if class_dim == -1 else y_pred[k].transpose(0, 1)
+                for cb in self._batch[k]:
+                    cb.on_batch_end(
+                        net.members[k],
+                        batch=member_batch,
+                        training=True,
+                        loss=losses[k],
+                        y_pred=out[:n],
+                    )
+
+    def on_epoch_begin(self, net, **kwargs):
+        for k in _active(net):
+            member = net.members[k]
+            for _, cb in self._callbacks[k]:
+                cb.on_epoch_begin(member, **member.stack_datasets_)
+
+    def on_epoch_end(self, net, **kwargs):
+        clock = _callback(net, "loss_clock")
+        for k in _active(net):
+            if not self._callbacks[k]:
+                continue
+            member = net.members[k]
+            # Its own net as its own fit would hold it at this epoch's end: its
+            # parameters, optimizer state, clock and criterion.
+            net.export_model(k)
+            clock.export(net, k)
+            iterator = getattr(member, "valid_iterator_", None)
+            if iterator is not None:
+                member.run_single_epoch(
+                    iterator,
+                    training=False,
+                    prefix="valid",
+                    step_fn=member.validation_step,
+                )
+                member._set_training(True)
+            try:
+                for _, cb in self._callbacks[k]:
+                    cb.on_epoch_end(member, **member.stack_datasets_)
+            except KeyboardInterrupt:
+                # Model k stops here (its early stopping, or a callback's own stop).
+                _callback(net, "divergence_guard").export(net, k)
+                net.stop_model(k)
+        if not any(net.active_):
+            raise KeyboardInterrupt  # skorch's signal to end training
+
+
+def _overrides(callback, *hooks):
+    return any(
+        getattr(type(callback), hook) is not getattr(Callback, hook) for hook in hooks
+    )
 
 
 #: The names the classifier gives its own callbacks and skorch's defaults it keeps.

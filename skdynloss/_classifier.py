@@ -1,11 +1,9 @@
 """DynamicalLossClassifier: a scikit-learn classifier trained with a dynamical loss."""
 
-import contextlib
 import copy
 import inspect
 import math
 import os
-import signal
 import threading
 import warnings
 from numbers import Integral, Real
@@ -28,7 +26,6 @@ from sklearn.utils.validation import (
     validate_data,
 )
 from skorch.callbacks import Callback
-from skorch.helper import predefined_split
 
 from ._callbacks import (
     RESERVED_NAMES,
@@ -40,9 +37,10 @@ from ._callbacks import (
     top_hessian_eigenvalue,
     weighted_mean_loss,
 )
+from ._engine import deferred_sigint, fit_one  # noqa: F401 (deferred_sigint: public here before)
 from ._losses import DynamicalLoss
 from ._modules import CNN, MLP, n_image_features
-from ._net import DynamicalNet, InterruptedStep, TensorData
+from ._net import DynamicalNet
 
 # Module construction draws from torch's global RNG; a lock plus fork_rng makes the
 # seeded initialisation of concurrent fits in threads (joblib's threading backend)
@@ -147,49 +145,6 @@ def _available_memory(device):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError, RuntimeError):
         return None
-
-
-class _HardInterrupt(BaseException):
-    """A second Ctrl-C: stop now. Not a KeyboardInterrupt, which skorch's fit loop
-    swallows as its signal to end training; the classifier rolls the call back and
-    raises KeyboardInterrupt to the caller."""
-
-
-@contextlib.contextmanager
-def deferred_sigint(is_set, request, second=KeyboardInterrupt):
-    """Ctrl-C calls ``request()`` (training ends at the end of the current step); a
-    second one, once ``is_set()``, raises ``second`` at once.
-
-    Only the main thread receives signals; elsewhere nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        if is_set():
-            raise second
-        request()
-
-    try:
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main interpreter
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _stop_on_interrupt(clock):
-    """Ctrl-C ends the clock's training at the end of the current step."""
-    return deferred_sigint(
-        lambda: clock.stop_requested,
-        lambda: setattr(clock, "stop_requested", True),
-        _HardInterrupt,
-    )
 
 
 def _cloned(state):
@@ -693,10 +648,13 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _fit(self, X, y, sample_weight, *, continuing, epochs, classes=None):
-        # Build and train with autograd whatever the caller's context (no_grad,
+        # validate -> encode labels -> build -> train -> record (the engine's
+        # prepare, train and commit): the estimator changes only when the whole call
+        # succeeded. Autograd whatever the caller's context (no_grad,
         # inference_mode): tensors made under inference mode cannot be trained.
         with torch.inference_mode(False), torch.enable_grad():
-            return self._fit_call(
+            return fit_one(
+                self,
                 X,
                 y,
                 sample_weight,
@@ -704,68 +662,6 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
                 epochs=epochs,
                 classes=classes,
             )
-
-    def _fit_call(self, X, y, sample_weight, *, continuing, epochs, classes):
-        # validate -> encode labels -> build -> train -> record, on a copy of the
-        # fitted state: the estimator changes only when the whole call succeeded.
-        before = dict(self.__dict__)
-        snapshot = None
-        try:
-            self._check_hyperparameters()
-            dtype = self._network_dtype() if continuing else self.dtype
-            X, y, sample_weight = self._validate_training_data(
-                X, y, sample_weight, reset=not continuing, dtype=dtype
-            )
-            y_encoded, classes_ = self._encode_labels(
-                y, continuing=continuing, classes=classes
-            )
-            device = self.device_ if continuing else _resolve_device(self.device)
-            if continuing:
-                snapshot = self._snapshot()
-                self._update_built()
-                net = self.net_
-            else:
-                net = self._build(X.shape[1], classes_, device)
-            X_train, y_train, w_train, valid = self._split(X, y_encoded, sample_weight)
-            data = self._to_tensors(X_train, y_train, w_train, device, dtype)
-            if valid is not None:
-                net.train_split = predefined_split(
-                    TensorData(*self._to_tensors(*valid, device, dtype)[:2])
-                )
-            if not continuing:
-                self._check_module_output(net, data[0], len(classes_))
-            self._check_time(net, epochs)
-            interrupted = self._train(net, data, epochs=epochs)
-            state = self._fitted_state(net, data, classes_, continuing=continuing)
-        except BaseException as exc:
-            if snapshot is not None:
-                self._restore(snapshot)
-            self.__dict__.clear()
-            self.__dict__.update(before)
-            if isinstance(exc, _HardInterrupt):
-                raise KeyboardInterrupt(
-                    "Training interrupted twice: stopped at once; the estimator is as "
-                    "it was before the call."
-                ) from None
-            if isinstance(exc, InterruptedStep):
-                raise exc.original from None
-            raise
-        if not continuing:
-            # A new fit replaces every fitted attribute of the last one (validate_data
-            # has just set n_features_in_ and feature_names_in_ for this one).
-            kept = ("n_features_in_", "feature_names_in_")
-            for key in [k for k in before if k.endswith("_") and k not in kept]:
-                if key not in state:
-                    self.__dict__.pop(key, None)
-        self.__dict__.update(state)
-        if interrupted:
-            warnings.warn(
-                f"Training interrupted by user after {self.n_iter_} epochs; the "
-                "estimator holds the network as it was at the end of the last step.",
-                UserWarning,
-                stacklevel=3,
-            )
-        return self
 
     #: Hyperparameters that define what the first fit built (the network, its device,
     #: dtype, loss and optimizer class, the callbacks); a warm start cannot change them.
@@ -1263,40 +1159,6 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=5,
             )
-
-    def _train(self, net, data, *, epochs):
-        """Train ``epochs`` epochs; returns whether Ctrl-C ended training early."""
-        X_t, y_t, w_t = data
-        full = epochs > 1
-        self._warn_if_static(net.criterion_.period, epochs)
-        callbacks = dict(net.callbacks_)
-        clock = callbacks["loss_clock"]
-        clock.epochs = epochs if full else None
-        callbacks["progress_bar"].epochs = epochs if full else None
-        tracker = callbacks.get("sharpness_tracker")
-        if tracker is not None:
-            tracker.set_data(X_t, y_t, w_t)
-        X = X_t if w_t is None else {"X": X_t, "sample_weight": w_t}
-        try:
-            # Training needs autograd whatever the caller's context.
-            with (
-                torch.enable_grad(),
-                torch.inference_mode(False),
-                _stop_on_interrupt(clock),
-            ):
-                net.partial_fit(X, y_t, epochs=epochs)
-        except KeyError as exc:
-            key = exc.args[0] if exc.args else ""
-            if isinstance(key, str) and "valid" in key:
-                raise ValueError(
-                    f"A callback needs {key!r}, which exists only with a validation "
-                    "split: set early_stopping=True."
-                ) from exc
-            raise
-        finally:
-            if tracker is not None:
-                tracker.set_data(None, None)
-        return clock.stop_requested
 
     def _fitted_state(self, net, data, classes_, *, continuing):
         """The fitted attributes of the call, in a dict (nothing is set yet)."""

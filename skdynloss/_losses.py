@@ -18,6 +18,7 @@ class_weights(time))``. Nothing else is kept between calls.
 
 import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -425,3 +426,145 @@ class DynamicalCrossEntropy(DynamicalLoss):
             random_state=random_state,
             base="cross_entropy",
         )
+
+
+def class_major_losses(outputs, y, base):
+    """Per-sample base losses (K, B) of class-major outputs (K, C, B).
+
+    The formulas of :func:`cross_entropy` and :func:`squared_error`, reduced over the
+    class axis 1 (the stacked MLP's layout, where a reduction over a non-innermost
+    axis of a few classes is an order of magnitude faster than over the innermost).
+    """
+    if base == "cross_entropy":
+        log_probs = torch.log_softmax(outputs, dim=1)
+        return -log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
+    if base == "squared_error":
+        one_hot = F.one_hot(y, outputs.shape[1]).to(outputs.dtype)
+        return (outputs - one_hot.transpose(1, 2)).square().mean(dim=1)
+    raise ValueError(f"the base loss {base!r} has no class-major form")
+
+
+def stacked_losses(outputs, y, bases, *, class_dim):
+    """Per-sample base losses (K, B) of K models' outputs.
+
+    ``outputs`` is (K, C, B) (``class_dim=1``) or (K, B, C) (``class_dim=-1``); model
+    k's base loss is ``bases[k]``: a named one, computed for all models that share it
+    at once, or a callable, called on model k's own (B, C) outputs as in a single fit.
+    """
+    groups = {}
+    for k, base in enumerate(bases):
+        groups.setdefault(base if not callable(base) else ("callable", k), []).append(k)
+    if len(groups) == 1 and not callable(bases[0]):
+        return _named_stacked(outputs, y, bases[0], class_dim)
+    losses = outputs.new_empty(y.shape)
+    for key, ks in groups.items():
+        if isinstance(key, tuple):  # a callable: model k's own outputs
+            (k,) = ks
+            out = outputs[k] if class_dim == -1 else outputs[k].transpose(0, 1)
+            losses[k] = per_sample_losses(out, y[k], bases[k])
+        else:
+            ix = torch.tensor(ks, device=outputs.device)
+            losses[ix] = _named_stacked(outputs[ix], y[ix], key, class_dim)
+    return losses
+
+
+def _named_stacked(outputs, y, base, class_dim):
+    if class_dim == 1:
+        return class_major_losses(outputs, y, base)
+    return base_loss_function(base)(outputs, y)
+
+
+class StackedDynamicalLoss(torch.nn.Module):
+    """The dynamical losses of K models trained as one stack.
+
+    Holds the K models' own :class:`DynamicalLoss` criteria (their schedules and base
+    losses) and the weights of all of them at the current time, a (K, C) buffer that
+    :meth:`set_time` moves. Gamma comes from one :func:`~skdynloss.class_weights` call
+    per block of steps for all K configurations (the array path, which computes what
+    the scalar path of a single model's criterion computes).
+
+    Parameters
+    ----------
+    criteria : list of DynamicalLoss
+        One per model, of the same number of classes.
+    steps_per_epoch : int
+        Optimizer steps per epoch (times are ``step / steps_per_epoch``).
+    """
+
+    #: Weights computed ahead per call of class_weights (about a million numbers).
+    table_numbers = 2**20
+
+    def __init__(self, criteria, steps_per_epoch):
+        super().__init__()
+        self.criteria = list(criteria)
+        self.n_classes = self.criteria[0].n_classes
+        self.bases = [c.base for c in self.criteria]
+        self.steps_per_epoch = int(steps_per_epoch)
+        self._config = {
+            "n_classes": self.n_classes,
+            "amplitude": [c.amplitude for c in self.criteria],
+            "period": [c.period for c in self.criteria],
+            "shape": [c.shape for c in self.criteria],
+            "order": [c.order for c in self.criteria],
+            "seed": [c.random_state for c in self.criteria],
+        }
+        self._table = None
+        self._table_start = 0
+        self._clock = {"time": 0.0, "static": np.zeros(len(self.criteria), bool)}
+        dtype = self.criteria[0].weights.dtype
+        self.register_buffer(
+            "weights", torch.ones(len(self.criteria), self.n_classes, dtype=dtype)
+        )
+
+    @property
+    def period(self):
+        """The K periods (array)."""
+        return np.asarray(self._config["period"], dtype=float)
+
+    @property
+    def time(self):
+        return self._clock["time"]
+
+    @property
+    def static(self):
+        return self._clock["static"]
+
+    def weights_at(self, t, *, static=False):
+        """The (K, C) weights at time ``t`` (the clock does not move)."""
+        gamma = class_weights(float(t), static=static, **self._config)
+        return torch.from_numpy(np.asarray(gamma)).to(self.weights)
+
+    def set_time(self, t, *, static=None):
+        """Set the clock to ``t`` (with one static flag per model) and the weights.
+
+        Returns the (K, C) weights as a numpy array (float64).
+        """
+        clock = self._clock
+        clock["time"] = t = float(t)
+        if static is not None:
+            clock["static"] = np.broadcast_to(
+                np.asarray(static, dtype=bool), (len(self.criteria),)
+            )
+        step = round(t * self.steps_per_epoch)
+        table, start = self._table, self._table_start
+        if table is None or not (0 <= step - start < len(table[0])):
+            count = max(1, self.table_numbers // (len(self.criteria) * self.n_classes))
+            times = np.arange(step, step + count) / self.steps_per_epoch
+            gamma = class_weights(times, **self._config)  # (count, K, C)
+            self._table = table = (gamma, torch.from_numpy(gamma).to(self.weights))
+            self._table_start = start = step
+        row = step - start
+        gamma_np, gamma = table[0][row], table[1][row]
+        static = clock["static"]
+        if static.any():
+            gamma_np = gamma_np.copy()
+            gamma_np[static] = 1.0
+            gamma = torch.from_numpy(gamma_np).to(self.weights)
+        # The (K, C) weights of the step, without an in-place copy per step.
+        self.weights = gamma
+        return gamma_np
+
+    def forward(self, outputs, target, sample_weight=None, *, class_dim=-1):
+        """The K losses, shape (K,)."""
+        losses = stacked_losses(outputs, target, self.bases, class_dim=class_dim)
+        return weighted_mean(losses, target, self.weights, sample_weight=sample_weight)

@@ -5,8 +5,10 @@ hides inside, so ``clf.module_(torch.as_tensor(X))`` is what ``predict_proba`` a
 a softmax to.
 """
 
+import copy
 import math
 
+import torch
 from torch import nn
 
 
@@ -106,3 +108,103 @@ def _dense_parameters(n_in, hidden_layer_sizes, n_out):
 def n_image_features(image_shape):
     """Number of features per row that ``image_shape`` implies."""
     return math.prod(int(s) for s in image_shape)
+
+
+# ------------------------------------------------------------------ stacks of models
+
+
+class StackedMLP(nn.Module):
+    """K MLPs of the same widths as one module, computed class-major.
+
+    ``forward`` maps inputs of shape (K, B, F) (model k's batch) to outputs of shape
+    (K, C, B) (``class_dim = 1``). Every layer is one batched product ``W_k a_k + b_k``
+    (``torch.baddbmm``), in a layout where the softmax over classes reduces over a
+    non-innermost axis (measured about 40x faster than over an innermost axis of three
+    classes, on the CPU).
+
+    Its parameters are the K models' parameters stacked, in the order of each model's
+    ``parameters()``, so that the stack's parameter j, row k, is model k's parameter j.
+    """
+
+    class_dim = 1
+
+    def __init__(self, modules):
+        super().__init__()
+        self.stacked = nn.ParameterList(_stacked_parameters(modules))
+
+    @staticmethod
+    def accepts(module):
+        """Whether ``module`` is a plain MLP (Linear and ReLU layers only)."""
+        return type(module) is MLP and all(
+            isinstance(m, nn.Linear | nn.ReLU) for m in module
+        )
+
+    def forward(self, x):
+        params = list(self.stacked)
+        last = len(params) // 2 - 1
+        x = x.transpose(1, 2)
+        for depth in range(last + 1):
+            weight, bias = params[2 * depth], params[2 * depth + 1]
+            x = torch.baddbmm(bias.unsqueeze(2), weight, x)
+            if depth < last:
+                x = torch.relu(x)
+        return x
+
+
+class VmapStack(nn.Module):
+    """K copies of any module (of the same structure) as one module, through
+    ``torch.func``: the parameters stacked as by ``stack_module_state``, the forward
+    pass ``vmap`` of ``functional_call`` over the K models.
+
+    ``forward`` maps (K, B, ...) to (K, B, C) (``class_dim = -1``). Modules with
+    buffers (batch-norm statistics change in place) or random operations in training
+    mode (dropout: a stack cannot draw what K separate fits draw) are refused.
+    """
+
+    class_dim = -1
+
+    def __init__(self, modules):
+        super().__init__()
+        first = modules[0]
+        if any(True for _ in first.buffers()):
+            raise TypeError(
+                f"{type(first).__name__} has buffers, which a stack cannot update "
+                "for each model"
+            )
+        self._names = [name for name, _ in first.named_parameters()]
+        self.stacked = nn.ParameterList(_stacked_parameters(modules))
+        # A stateless copy to call functionally (its own tensors are never used).
+        self._base = [copy.deepcopy(first).to("meta")]
+
+    def forward(self, x):
+        base = self._base[0]
+        names = self._names
+
+        def one(params, xk):
+            return torch.func.functional_call(
+                base, dict(zip(names, params, strict=True)), (xk,)
+            )
+
+        return torch.vmap(one, randomness="error")(tuple(self.stacked), x)
+
+
+def _stacked_parameters(modules):
+    """Model k's parameter j as row k of the stack's parameter j (a copy)."""
+    per_model = [list(m.parameters()) for m in modules]
+    if len({len(p) for p in per_model}) != 1 or any(
+        a.shape != b.shape
+        for params in per_model[1:]
+        for a, b in zip(per_model[0], params, strict=True)
+    ):
+        raise TypeError("the models of a stack must have parameters of the same shapes")
+    return [
+        nn.Parameter(torch.stack([params[j].detach() for params in per_model]))
+        for j in range(len(per_model[0]))
+    ]
+
+
+def stack_modules(modules):
+    """One module computing K models: the batched MLP where it applies, else vmap."""
+    if all(StackedMLP.accepts(m) for m in modules):
+        return StackedMLP(modules)
+    return VmapStack(modules)

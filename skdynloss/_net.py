@@ -28,7 +28,7 @@ from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
 from skorch.history import History
 
-from ._losses import per_sample_losses
+from ._losses import per_sample_losses, stacked_losses, weighted_mean
 
 
 class StopTraining(KeyboardInterrupt):
@@ -164,6 +164,100 @@ class TensorBatches:
                 yield _take(X, idx), y[idx]
 
 
+class StackData(torch.utils.data.Dataset):
+    """The training rows of K models: one source and K index tensors into it.
+
+    Model k trains on rows ``rows[k]`` of (X, y, sample_weight), in that order: the
+    data its own fit would get as ``X[rows[k]]``. Models that share data share the
+    source, held once.
+    """
+
+    def __init__(self, X, y, sample_weight, rows):
+        self.X = X
+        self.y = y
+        self.sample_weight = sample_weight
+        self.rows = list(rows)
+        self.n = [len(r) for r in self.rows]
+
+    def __len__(self):
+        return max(self.n)
+
+    def __getitem__(self, i):
+        raise TypeError("a stack's data are batched by StackBatches")
+
+
+class StackBatches:
+    """K models' mini-batches at once, each model's as :class:`TensorBatches` cuts it.
+
+    At every pass model k draws its permutation of its ``n_k`` rows from its own
+    generator (none in full batch), as its own fit draws it; only active models draw.
+    Batch s holds rows ``s * B`` to ``(s + 1) * B`` of each model's order, padded with
+    weight 0 where a model has fewer rows. Yields ``(X, y)`` with X of shape
+    (K, B, ...) (or a dict that adds "sample_weight" of shape (K, B)) and y (K, B).
+    """
+
+    def __init__(self, data, batch_size, generators, active):
+        self.data = data
+        self.batch_size = batch_size_for(batch_size, len(data))
+        self.generators = generators
+        self.active = active
+        self._full = None
+
+    def __len__(self):
+        return steps_per_epoch(self.batch_size, len(self.data))
+
+    def _gather(self, idx, valid):
+        data = self.data
+        X, y = data.X[idx], data.y[idx]
+        if data.sample_weight is None and bool(valid.all()):
+            return X, y
+        mask = valid.to(X.dtype)
+        w = mask if data.sample_weight is None else data.sample_weight[idx] * mask
+        return {"X": X, "sample_weight": w}, y
+
+    def _table(self, width, order):
+        data = self.data
+        device = data.y.device
+        table = torch.zeros(len(data.rows), width, dtype=torch.long, device=device)
+        valid = torch.zeros(len(data.rows), width, dtype=torch.bool, device=device)
+        for k, rows in enumerate(data.rows):
+            n = data.n[k]
+            table[k, :n] = rows if order is None else rows[order[k].to(device)]
+            valid[k, :n] = True
+        return table, valid
+
+    def __iter__(self):
+        data, bs = self.data, self.batch_size
+        if bs >= len(data):
+            # Full batch: no draw; the same padded batch at every step.
+            if self._full is None:
+                shared = all(r is data.rows[0] for r in data.rows)
+                if shared and data.sample_weight is None:
+                    rows = data.rows[0]
+                    K = len(data.rows)
+                    X = data.X[rows]
+                    self._full = (
+                        X.expand(K, *X.shape),
+                        data.y[rows].expand(K, len(rows)),
+                    )
+                else:
+                    self._full = self._gather(*self._table(len(data), None))
+            yield self._full
+            return
+        order = [
+            torch.randperm(n, generator=g) if active else None
+            for n, g, active in zip(data.n, self.generators, self.active, strict=True)
+        ]
+        order = [
+            o if o is not None else torch.arange(n)
+            for o, n in zip(order, data.n, strict=True)
+        ]
+        table, valid = self._table(len(self) * bs, order)
+        for start in range(0, len(self) * bs, bs):
+            cols = slice(start, start + bs)
+            yield self._gather(table[:, cols], valid[:, cols])
+
+
 class DynamicalNet(NeuralNetClassifier):
     """NeuralNetClassifier with tensor batches, sample weights and a copy-free history.
 
@@ -173,16 +267,31 @@ class DynamicalNet(NeuralNetClassifier):
     ``{"X": features, "sample_weight": weights}`` whose weights reach the criterion.
     """
 
-    def __init__(self, *args, generator=None, prediction_batch_size=16384, **kwargs):
+    def __init__(
+        self,
+        *args,
+        generator=None,
+        prediction_batch_size=16384,
+        members=None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.generator = generator
         self.prediction_batch_size = prediction_batch_size
+        self.members = members
+
+    @property
+    def n_models(self):
+        """K, the number of models the net trains (1 for a plain module)."""
+        return 1 if self.members is None else len(self.members)
 
     def initialize_history(self):
         self.history_ = FastHistory()
         return self
 
     def get_dataset(self, X, y=None):
+        if isinstance(X, StackData):
+            return X
         if isinstance(X, torch.Tensor | Mapping) and (
             y is None or isinstance(y, torch.Tensor)
         ):
@@ -190,6 +299,13 @@ class DynamicalNet(NeuralNetClassifier):
         return super().get_dataset(X, y)
 
     def get_iterator(self, dataset, training=False):
+        if isinstance(dataset, StackData):
+            return StackBatches(
+                dataset,
+                self.batch_size,
+                [m.generator for m in self.members],
+                self.active_,
+            )
         if isinstance(dataset, TensorData):
             if training:
                 return TensorBatches(
@@ -227,8 +343,83 @@ class DynamicalNet(NeuralNetClassifier):
         Xi, yi = unpack_data(batch)
         y_pred = self.infer(Xi, **fit_params)
         criterion = self.criterion_
-        losses = per_sample_losses(y_pred, yi, criterion.base)
         sample_weight = Xi.get("sample_weight") if _is_dict(Xi) else None
-        loss = criterion.reduce(losses, yi, sample_weight=sample_weight)
+        if self.members is None:
+            losses = per_sample_losses(y_pred, yi, criterion.base)
+            loss = criterion.reduce(losses, yi, sample_weight=sample_weight)
+            loss.backward()
+            return {"loss": loss, "y_pred": y_pred, "base_losses": losses.detach()}
+        # K models: the gradient of the sum of their losses is, for the parameters of
+        # model k, the gradient of model k's own loss (the models share nothing).
+        losses = stacked_losses(
+            y_pred, yi, criterion.bases, class_dim=self.module_.class_dim
+        )
+        per_model = weighted_mean(
+            losses, yi, criterion.weights.to(losses.dtype), sample_weight=sample_weight
+        )
+        index = self.active_index_
+        loss = (per_model if index is None else per_model[index]).sum()
         loss.backward()
-        return {"loss": loss, "y_pred": y_pred, "base_losses": losses.detach()}
+        return {
+            "loss": loss,
+            "y_pred": y_pred,
+            "base_losses": losses.detach(),
+            "losses": per_model.detach(),
+        }
+
+    def stop_model(self, k):
+        """Model k of the stack stops: its loss leaves the sum, its rows stop being
+        drawn; whatever of it should be kept has been written into its own net."""
+        active = list(self.active_)
+        active[k] = False
+        self.set_active(active)
+
+    def export_model(self, k):
+        """Model k's parameters and optimizer state, out of the stack into its own net
+        (what its own fit would hold now)."""
+        member = self.members[k]
+        opt = member.optimizer_
+        with torch.no_grad():
+            for own, stacked in zip(
+                member.module_.parameters(), self.module_.parameters(), strict=True
+            ):
+                own.copy_(stacked[k])
+                state = self.optimizer_.state.get(stacked)
+                if not state:
+                    continue
+                mine = {}
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor) and value.shape == stacked.shape:
+                        mine[key] = value[k].clone()
+                    elif isinstance(value, torch.Tensor):
+                        mine[key] = value.clone()  # Adam's step count, shared by all
+                    else:
+                        mine[key] = value
+                opt.state[own] = mine
+
+    def on_train_end(self, net, **kwargs):
+        # Before the callbacks' on_train_end: they check and record each model's own
+        # net, which now holds what the model computed.
+        if self.members is not None:
+            for k, active in enumerate(self.active_):
+                if active:
+                    self.export_model(k)
+
+    def set_active(self, active):
+        """Which of the K models still train (a stopped model's loss leaves the sum)."""
+        self.active_[:] = active
+        self.active_index_ = (
+            None
+            if all(self.active_)
+            else torch.tensor(
+                [k for k, a in enumerate(self.active_) if a],
+                dtype=torch.long,
+                device=self.device,
+            )
+        )
+
+    def initialize(self):
+        super().initialize()
+        self.active_ = [True] * self.n_models
+        self.active_index_ = None
+        return self

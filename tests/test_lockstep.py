@@ -10,6 +10,7 @@ import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import StratifiedKFold
+from skorch.callbacks import Callback
 
 from skdynloss import DynamicalLossClassifier, fit_lockstep, make_spiral
 from skdynloss._lockstep import (
@@ -150,6 +151,13 @@ def test_adam_with_sample_weights_and_string_labels(spiral):
         _assert_same_fit(a, b, X)
 
 
+class _PlainCallback(Callback):
+    """A skorch callback that does not declare itself stack-aware."""
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("plain_seen", len(net.history))
+
+
 def test_groups_that_cannot_share_a_stack_and_fallback(spiral):
     X, y = spiral
     base = DynamicalLossClassifier(
@@ -164,7 +172,8 @@ def test_groups_that_cannot_share_a_stack_and_fallback(spiral):
         clone(base),
         clone(base).set_params(lr=0.02),  # another group
         clone(base).set_params(hidden_layer_sizes=(4,)),  # another group
-        clone(base).set_params(module="cnn", image_shape=(1, 1, 2)),  # fitted alone
+        # A plain skorch callback: a stack of one, where skorch's protocol holds.
+        clone(base).set_params(callbacks=[("plain", _PlainCallback())]),
     ]
     assert unstackable_reason(estimators[3]) is not None
     assert hyperparameter_key(estimators[0]) != hyperparameter_key(estimators[1])
@@ -297,7 +306,7 @@ def test_stacked_module_and_losses_match_the_single_ones(rng):
     modules = [MLP(3, 4, (5, 6)).double() for _ in range(3)]
     stack = StackedMLP(modules)
     x = torch.tensor(rng.normal(size=(3, 7, 3)))
-    out = stack(x.transpose(1, 2))
+    out = stack(x)
     y = torch.tensor(rng.integers(0, 4, size=(3, 7)))
     for k, m in enumerate(modules):
         torch.testing.assert_close(out[k].T, m(x[k]))

@@ -108,7 +108,7 @@ def test_callable_scorer_error_score_and_unstackable_candidates(capsys):
     )
     grid = [
         {"amplitude": [1, 5]},
-        {"module": ["cnn"], "image_shape": [(1, 1, 2)]},  # fitted on its own
+        {"module": ["cnn"], "image_shape": [(1, 1, 2)]},  # a stack of CNNs
         {"hidden_layer_sizes": [(0,)]},  # fails to fit: error_score
     ]
 
@@ -123,7 +123,8 @@ def test_callable_scorer_error_score_and_unstackable_candidates(capsys):
     _assert_same_results(a, b)
     assert (a.cv_results_["mean_test_acc"] == -1.0).sum() == 1
     out = capsys.readouterr()
-    assert "group 1/1: 6 fits (2 candidates x 3 folds)" in out.out
+    assert "group 1/2: 6 fits (2 candidates x 3 folds)" in out.out
+    assert "group 2/2: 3 fits (1 candidates x 3 folds)" in out.out
     assert "stack 1/1" in out.err
 
 
