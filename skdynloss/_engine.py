@@ -310,6 +310,8 @@ def _train_stack(plans, epochs, on_stack):
         if tracker is not None:
             tracker.set_data(*p.data)
         X_t, y_t, _ = p.data
+        # What its own fit loop checks first (skorch infers its classes there).
+        net.check_data(_net_X(p.data), y_t)
         valid = p.valid
         net.stack_datasets_ = {
             "dataset_train": TensorData(_net_X(p.data), y_t),

@@ -344,3 +344,108 @@ def test_interrupt_keeps_the_models_as_they_were(spiral):
         assert 0 < est.n_iter_ < 100000
         assert len(est.loss_curve_) == est.n_iter_
         assert est.predict(X).shape == y.shape
+
+
+# ------------------------------------------------ what a stack does like a fit
+
+
+class _Recorder(Callback):
+    """A stack-aware user callback: records what it sees of its own model."""
+
+    stack_aware = True
+
+    def on_train_begin(self, net, **kwargs):
+        self.seen = []
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if training:
+            X, y = batch
+            self.seen.append(("batch", int(len(y)), float(loss)))
+
+    def on_epoch_end(self, net, **kwargs):
+        first = next(net.module_.parameters())
+        self.seen.append(("epoch", len(net.history), float(first.sum())))
+        net.history.record("recorded", len(self.seen))
+
+
+def _user_record(est):
+    return dict(est.net_.callbacks_)["rec"].seen
+
+
+def _per_sample_ce(outputs, y):
+    return torch.nn.functional.cross_entropy(outputs, y, reduction="none")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"module": "cnn", "image_shape": (1, 8, 8)}, id="cnn"),
+        pytest.param({"loss": _per_sample_ce}, id="callable-loss"),
+        pytest.param({"sharpness_every": 2}, id="sharpness_every"),
+        pytest.param({"callbacks": [("rec", _Recorder())]}, id="user-callback"),
+    ],
+)
+def test_a_stack_does_what_each_fit_does(digits, params):
+    X, y = digits
+    X, y = X[:90], y[:90]
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(8,),
+        optimizer="sgd",
+        lr=0.05,
+        batch_size=32,
+        max_epochs=4,
+        dtype="float64",
+        **params,
+    )
+    estimators = [
+        clone(base).set_params(amplitude=a, period=p, random_state=s)
+        for a, p, s in ((1.0, 1.0, 0), (5.0, 2.0, 1), (20.0, 0.5, 2))
+    ]
+    assert unstackable_reason(estimators[0]) is None
+    fit_lockstep(estimators, X, y)
+    for a, b in zip(estimators, _fit_alone(estimators, X, y), strict=True):
+        _assert_same_fit(a, b, X)
+        if "sharpness_every" in params:
+            assert len(b.sharpness_history_["epoch"]) == 2
+            for key in b.sharpness_history_:
+                np.testing.assert_allclose(
+                    a.sharpness_history_[key], b.sharpness_history_[key], rtol=1e-6
+                )
+        if "callbacks" in params:
+            ra, rb = _user_record(a), _user_record(b)
+            assert [r[:2] for r in ra] == [r[:2] for r in rb]
+            np.testing.assert_allclose(
+                [r[2] for r in ra], [r[2] for r in rb], rtol=1e-9
+            )
+
+
+def test_early_stopping_stops_each_model_alone(digits):
+    X, y = digits
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(8,),
+        optimizer="sgd",
+        lr=0.05,
+        batch_size=-1,
+        max_epochs=40,
+        dtype="float64",
+        early_stopping=True,
+        n_iter_no_change=3,
+        compute_sharpness=False,
+    )
+    estimators = [
+        clone(base).set_params(amplitude=a, random_state=s, lr=0.05)
+        for a, s in ((1.0, 0), (30.0, 1), (5.0, 2))
+    ]
+    fit_lockstep(estimators, X, y)
+    alone = _fit_alone(estimators, X, y)
+    # The models stop at different epochs, each where its own fit stops.
+    assert len({b.n_iter_ for b in alone}) > 1
+    for a, b in zip(estimators, alone, strict=True):
+        assert a.n_iter_ == b.n_iter_ < 40
+        np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-6)
+        np.testing.assert_allclose(a.validation_scores_, b.validation_scores_)
+        assert a.best_validation_score_ == b.best_validation_score_
+        for ra, rb in zip(a.net_.history, b.net_.history, strict=True):
+            assert ra.keys() == rb.keys()
+            for key in ("valid_loss", "valid_acc", "train_loss"):
+                assert ra[key] == pytest.approx(rb[key], rel=1e-9)
