@@ -258,8 +258,8 @@ def test_fit_estimators_keeps_the_order_and_reports_progress():
 
 
 def test_fit_estimators_stacks_what_can_share_a_stack():
-    """Fits of one width train as stacks of balanced size (fit_lockstep's engine);
-    a fit with a callback trains alone; each equals its own fit."""
+    """Fits of one width train as stacks of balanced size (fit_lockstep's engine),
+    a fit that tracks its sharpness among them; each equals its own fit."""
     X, y = make_spiral(n_samples_per_class=10)
     X2, y2 = X[::-1].copy(), y[::-1].copy()
     kw = {
@@ -278,7 +278,7 @@ def test_fit_estimators_stacks_what_can_share_a_stack():
 
     per_model = model_bytes(estimators[0], len(X), 2, 3)
     units = reproduce._units(estimators, data, 4 * per_model)
-    assert sorted(map(sorted, units)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert sorted(map(sorted, units)) == [[0, 1, 2, 3], [4, 5, 6]]
     assert reproduce._data_keys(data) == [0, 0, 0, 1, 1, 1, 0]
     results = reproduce.fit_estimators(
         estimators, data, summarize=lambda est, d, s: est, max_stack_bytes=4 * per_model

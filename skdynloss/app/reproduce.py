@@ -188,49 +188,23 @@ def _data_keys(data):
     return [seen.setdefault((id(d["X"]), id(d["y"])), len(seen)) for d in data]
 
 
-def _stack_group(estimator, data):
-    """What the fits of one stack must share (None: the estimator trains alone)."""
-    from .._lockstep import hyperparameter_key
-    from .._net import steps_per_epoch
-
-    key = hyperparameter_key(estimator)
-    if key is None:
-        return None
-    n, n_features = np.shape(data["X"])
-    return (
-        key,
-        n_features,
-        len(np.unique(data["y"])),
-        steps_per_epoch(int(estimator.batch_size), n),
-        # Fits of different reproductions stay in different stacks.
-        data.get("plan"),
-    )
-
-
 def _units(estimators, data, max_stack_bytes):
-    """The fits as units of work: stacks of balanced size, and lone fits.
+    """The fits as units of work: the engine's stacks (balanced, by the one grouping
+    of :func:`skdynloss._lockstep.stack_units`), fits of different reproductions
+    never in one stack.
 
     The same units whatever the number of workers, so that the results do not depend
     on it.
     """
-    from .._lockstep import balanced_chunks, model_bytes
+    from .._lockstep import stack_units
 
-    groups, alone = {}, []
-    for i, (est, d) in enumerate(zip(estimators, data, strict=True)):
-        key = _stack_group(est, d)
-        if key is None:
-            alone.append([i])
-        else:
-            groups.setdefault(key, []).append(i)
-    units = []
-    for (_, n_features, n_classes, _, _), members in groups.items():
-        n_rows = max(len(data[i]["X"]) for i in members)
-        per_model = max(
-            model_bytes(estimators[i], n_rows, n_features, n_classes) for i in members
-        )
-        size = max(1, int(max_stack_bytes // max(per_model, 1)))
-        units.extend(balanced_chunks(members, size))
-    return units + alone
+    datasets = [(d["X"], d["y"], d.get("sample_weight"), None) for d in data]
+    return stack_units(
+        estimators,
+        datasets,
+        max_stack_bytes=max_stack_bytes,
+        extra_keys=[d.get("plan") for d in data],
+    )
 
 
 def _unit_cost(estimators, data, unit):
@@ -296,8 +270,8 @@ def fit_estimators(
     The one place where the reproductions fit anything. Estimators that can share a
     stack (the same architecture, optimizer, learning rate and number of epochs, on
     data of the same shape; see :func:`skdynloss.fit_lockstep`) train in lockstep, in
-    stacks of at most ``max_stack_bytes``; the others (a callback, ``sharpness_every``)
-    train alone through their own ``fit``. The units of work go to ``n_jobs`` worker
+    stacks of at most ``max_stack_bytes``; Fig. 4's fit (its NTK tracker and
+    ``sharpness_every``) trains through the same engine, as a stack of one. The units of work go to ``n_jobs`` worker
     processes, the longest first; they are the same whatever ``n_jobs``, so the
     results are too.
 
@@ -431,6 +405,9 @@ def _settings(name, quick, overrides):
 class NTKTracker(Callback):
     """A skorch callback: the top NTK eigenvalue every ``every`` epochs.
 
+    Stack-aware: in a stack it runs with its own model's net, whose ``module_``
+    holds that model's parameters at the end of each epoch.
+
     Records ``ntk_max`` (``skdynloss.ntk_eigenvalues(net.module_, X, k=1)`` on the
     training inputs) and ``ntk_seconds`` (the time it took) in ``net.history``.
 
@@ -439,6 +416,8 @@ class NTKTracker(Callback):
     every : int, default=250
         Epochs between two evaluations (counted over the whole history).
     """
+
+    stack_aware = True
 
     def __init__(self, every=250):
         self.every = every
