@@ -435,13 +435,15 @@ def fit_lockstep(
     """Fit many DynamicalLossClassifier configurations at once.
 
     Estimators that differ only in what can be stacked (``amplitude``, ``period``,
-    ``shape``, ``order``, ``static_last_period``, a named ``loss``, ``random_state``)
+    ``shape``, ``order``, ``static_last_period``, the ``loss``, ``random_state``)
     and their rows train together as one stacked network; the others form further
     stacks, one after another. Each estimator ends as if fitted alone: it predicts,
     reports ``loss_curve_``, ``dynamics_`` and ``sharpness_``, and pickles as its own
-    ``fit`` would leave it. Estimators that cannot be stacked (a CNN or a custom module,
-    a callable loss, user callbacks, ``sharpness_every``, ``early_stopping``) are
-    fitted by their own ``fit``, after the stacks.
+    ``fit`` would leave it. Stacks take the CNN and custom modules, callable losses,
+    ``sharpness_every``, ``early_stopping`` and stack-aware callbacks; what cannot
+    share a stack (another optimizer than SGD, Adam or AdamW, ``warm_start`` on a
+    fitted estimator, a callback that is not stack-aware) trains as a stack of one,
+    through the same engine.
 
     Parameters
     ----------
