@@ -362,6 +362,7 @@ def _train_stack(plans, epochs, on_stack):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         stack.initialize()
+    _stack_optimizer_state(stack, members)
     clock = _callback(stack, "loss_clock")
     if on_stack is not None:
         on_stack(clock)
@@ -380,6 +381,29 @@ def _train_stack(plans, epochs, on_stack):
     for p in plans:
         p.interrupted = clock.stop_requested
     return clock.stop_requested
+
+
+def _stack_optimizer_state(stack, members):
+    """Continuing models (a warm start) bring their optimizer's state into the stack:
+    row k of each per-parameter tensor is model k's, shared scalars (Adam's step
+    count, equal within a stack) are model 0's."""
+    own = [list(m.module_.parameters()) for m in members]
+    for j, stacked in enumerate(stack.module_.parameters()):
+        states = [
+            m.optimizer_.state.get(params[j])
+            for m, params in zip(members, own, strict=True)
+        ]
+        if not states[0]:
+            continue
+        merged = {}
+        for key, value in states[0].items():
+            if isinstance(value, torch.Tensor) and value.shape == own[0][j].shape:
+                merged[key] = torch.stack([s[key] for s in states])
+            elif isinstance(value, torch.Tensor):
+                merged[key] = value.clone()
+            else:
+                merged[key] = value
+        stack.optimizer_.state[stacked] = merged
 
 
 def _notify_quietly(net, hook, **kwargs):

@@ -84,9 +84,25 @@ def unstackable_reason(estimator):
                 f"the callback {type(callback).__name__} is not stack-aware (its "
                 "class does not set stack_aware = True)"
             )
-    if estimator.warm_start and hasattr(estimator, "net_"):
-        return "warm_start on a fitted estimator (it continues its own net)"
     return None
+
+
+def _continuation(estimator):
+    """What continuing models of one stack must share: their epochs so far, their
+    clock and their optimizer's step count (None for a new fit)."""
+    if not (estimator.warm_start and hasattr(estimator, "net_")):
+        return None
+    net = estimator.net_
+    history = net.history
+    steps = [
+        float(state["step"]) if "step" in state else len(state)
+        for state in net.optimizer_.state.values()
+    ]
+    return (
+        len(history),
+        history[-1].get("loss_time", 0.0) if len(history) else 0.0,
+        tuple(steps),
+    )
 
 
 def _freeze(value):
@@ -213,6 +229,7 @@ def stack_units(estimators, datasets, *, max_stack_bytes=None, extra_keys=None):
             alone.append([i])
             continue
         extra = None if extra_keys is None else extra_keys[i]
+        extra = (extra, _continuation(est))
         groups.setdefault((key, n_features, n_classes, spe, extra), []).append(i)
     units = []
     for (_, n_features, n_classes, _, _), members in groups.items():

@@ -131,6 +131,9 @@ class StackedMLP(nn.Module):
     def __init__(self, modules):
         super().__init__()
         self.stacked = nn.ParameterList(_stacked_parameters(modules))
+        # A plain tuple for the forward pass: iterating a ParameterList costs a
+        # string index per parameter, at every step. (.to() keeps the Parameters.)
+        self._flat = tuple(self.stacked)
 
     @staticmethod
     def accepts(module):
@@ -140,7 +143,7 @@ class StackedMLP(nn.Module):
         )
 
     def forward(self, x):
-        params = list(self.stacked)
+        params = self._flat
         last = len(params) // 2 - 1
         x = x.transpose(1, 2)
         for depth in range(last + 1):
@@ -173,6 +176,7 @@ class VmapStack(nn.Module):
             )
         self._names = [name for name, _ in first.named_parameters()]
         self.stacked = nn.ParameterList(_stacked_parameters(modules))
+        self._flat = tuple(self.stacked)
         # A stateless copy to call functionally (its own tensors are never used).
         self._base = [copy.deepcopy(first).to("meta")]
 
@@ -185,7 +189,7 @@ class VmapStack(nn.Module):
                 base, dict(zip(names, params, strict=True)), (xk,)
             )
 
-        return torch.vmap(one, randomness="error")(tuple(self.stacked), x)
+        return torch.vmap(one, randomness="error")(self._flat, x)
 
 
 def _stacked_parameters(modules):

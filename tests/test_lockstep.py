@@ -449,3 +449,36 @@ def test_early_stopping_stops_each_model_alone(digits):
             assert ra.keys() == rb.keys()
             for key in ("valid_loss", "valid_acc", "train_loss"):
                 assert ra[key] == pytest.approx(rb[key], rel=1e-9)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_warm_start_continues_each_model_in_a_stack(spiral, optimizer):
+    X, y = spiral
+    base = DynamicalLossClassifier(
+        hidden_layer_sizes=(8,),
+        optimizer=optimizer,
+        lr=0.05,
+        batch_size=16,
+        max_epochs=3,
+        dtype="float64",
+        warm_start=True,
+        compute_sharpness=False,
+    )
+    estimators = [
+        clone(base).set_params(amplitude=a, random_state=s)
+        for a, s in ((1.0, 0), (5.0, 1), (20.0, 2))
+    ]
+    twins = [clone(e) for e in estimators]
+    fit_lockstep(estimators, X, y)
+    for t in twins:
+        t.fit(X, y)
+    # Continue: the second call stacks the three fitted models.
+    assert unstackable_reason(estimators[0]) is None
+    for est in (*estimators, *twins):
+        est.set_params(max_epochs=4, amplitude=est.amplitude * 2)
+    fit_lockstep(estimators, X, y)
+    for t in twins:
+        t.fit(X, y)
+    for a, b in zip(estimators, twins, strict=True):
+        assert a.n_iter_ == b.n_iter_ == 7
+        _assert_same_fit(a, b, X)
