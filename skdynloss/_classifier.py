@@ -37,7 +37,11 @@ from ._callbacks import (
     top_hessian_eigenvalue,
     weighted_mean_loss,
 )
-from ._engine import deferred_sigint, fit_one  # noqa: F401 (deferred_sigint: public here before)
+from ._engine import (  # noqa: F401 (deferred_sigint, _Record: their home before)
+    _Record,
+    deferred_sigint,
+    fit_one,
+)
 from ._losses import DynamicalLoss
 from ._modules import CNN, MLP, n_image_features
 from ._net import DynamicalNet
@@ -161,90 +165,6 @@ def _cloned(state):
 
 def _silent(*args, **kwargs):
     """A sink that prints nothing (skorch's EarlyStopping prints by default)."""
-
-
-class _Record:
-    """The per-epoch record of all calls: lists that grow by appending.
-
-    Arrays are built when asked for (and kept until the record grows), so a call adds
-    the cost of its own epochs only: 3000 ``partial_fit`` calls stay linear.
-    """
-
-    KEYS = ("time", "loss", "base_loss", "accuracy", "class_weights")
-    SHARPNESS = ("epoch", "dynamical", "base", "threshold")
-
-    def __init__(self, n_classes, base):
-        self.n_classes = n_classes
-        self.base = base
-        self.rows = {key: [] for key in self.KEYS}
-        self.sharpness = {key: [] for key in self.SHARPNESS}
-        self.validation = []
-        self._arrays = None
-
-    def __len__(self):
-        return len(self.rows["time"])
-
-    def sync(self, history):
-        """Take the history's rows from ``len(self)`` on (truncating first if the
-        history was cut back, as the divergence guard does)."""
-        n = len(history)
-        if n < len(self):
-            self.truncate(n)
-        for epoch in range(len(self), n):
-            row = history[epoch]
-            self.rows["time"].append(row["loss_time"])
-            self.rows["loss"].append(row["train_loss"])
-            self.rows["base_loss"].append(row["train_base_loss"])
-            self.rows["accuracy"].append(row["train_accuracy"])
-            self.rows["class_weights"].append(row["class_weights"])
-            if "sharpness_dynamical" in row:
-                for key, value in (
-                    ("epoch", epoch + 1),
-                    ("dynamical", row["sharpness_dynamical"]),
-                    ("base", row["sharpness_base"]),
-                    ("threshold", row["stability_threshold"]),
-                ):
-                    self.sharpness[key].append(value)
-            if "valid_acc" in row:
-                self.validation.append(row["valid_acc"])
-        self._arrays = None
-
-    def truncate(self, n):
-        for values in self.rows.values():
-            del values[n:]
-        # One validation score per epoch (early stopping validates every epoch).
-        del self.validation[n:]
-        keep = sum(1 for e in self.sharpness["epoch"] if e <= n)
-        for values in self.sharpness.values():
-            del values[keep:]
-        self._arrays = None
-
-    def arrays(self):
-        if self._arrays is None:
-            n = len(self)
-            dynamics = {"epoch": np.arange(1, n + 1)}
-            for key in self.KEYS[:-1]:
-                dynamics[key] = np.asarray(self.rows[key], dtype=float)
-            dynamics["class_weights"] = np.asarray(
-                self.rows["class_weights"], dtype=float
-            ).reshape(n, self.n_classes)
-            sharp = {
-                "epoch": np.asarray(self.sharpness["epoch"], dtype=int),
-                **{
-                    k: np.asarray(self.sharpness[k], dtype=float)
-                    for k in self.SHARPNESS[1:]
-                },
-            }
-            if self.base == "cross_entropy":
-                dynamics["cross_entropy"] = dynamics["base_loss"]
-                sharp["cross_entropy"] = sharp["base"]
-            self._arrays = (dynamics, sharp)
-        return self._arrays
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_arrays"] = None
-        return state
 
 
 class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):

@@ -208,7 +208,13 @@ def _stacked_parameters(modules):
 
 
 def stack_modules(modules):
-    """One module computing K models: the batched MLP where it applies, else vmap."""
+    """One module computing K models: the batched MLP where it applies, else vmap.
+
+    The batched MLP is kept because it is faster for the MLP: measured per model and
+    step (forward, cross-entropy, backward; float64, one thread, CPU time), 325 us
+    against vmap's 590 us for 8 networks 2-100-3 on 300 rows, and 108 us against
+    211 us for 16 networks 64-100-10 on batches of 64.
+    """
     if all(StackedMLP.accepts(m) for m in modules):
         return StackedMLP(modules)
     return VmapStack(modules)

@@ -287,6 +287,9 @@ class DynamicalNet(NeuralNetClassifier):
 
     def initialize_history(self):
         self.history_ = FastHistory()
+        # A stack's record of which models still train (all, at the start).
+        self.active_ = [True] * self.n_models
+        self.active_index_ = None
         return self
 
     def get_dataset(self, X, y=None):
@@ -418,8 +421,4 @@ class DynamicalNet(NeuralNetClassifier):
             )
         )
 
-    def initialize(self):
-        super().initialize()
-        self.active_ = [True] * self.n_models
-        self.active_index_ = None
-        return self
+
