@@ -251,10 +251,17 @@ def _warn_static(estimator, y):
 
 
 def _stackable_modules(plans):
-    """Whether the plans' modules can be computed as one stack (see stack_modules)."""
+    """Whether the plans' modules can be computed as one stack (see stack_modules):
+    one training-mode forward pass of a stack of two on two rows, which fails for a
+    module that torch.vmap cannot map (random operations such as dropout, buffers,
+    data-dependent Python)."""
+    modules = [p.net.module_ for p in plans[:2]]
+    X = plans[0].data[0][:2]
     try:
-        stack_modules([p.net.module_ for p in plans[:2]])
-    except (TypeError, RuntimeError, ValueError):
+        with torch.no_grad():
+            stack = stack_modules(modules).train()
+            stack(X.expand(len(modules), *X.shape))
+    except Exception:
         return False
     return True
 

@@ -482,3 +482,31 @@ def test_warm_start_continues_each_model_in_a_stack(spiral, optimizer):
     for a, b in zip(estimators, twins, strict=True):
         assert a.n_iter_ == b.n_iter_ == 7
         _assert_same_fit(a, b, X)
+
+
+class _DropoutNet(torch.nn.Module):
+    def __init__(self, n_features, n_classes):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(n_features, 8),
+            torch.nn.Dropout(0.5),
+            torch.nn.Linear(8, n_classes),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_a_module_a_stack_cannot_map_trains_alone(spiral):
+    X, y = spiral
+    base = DynamicalLossClassifier(
+        module=_DropoutNet, max_epochs=3, batch_size=16, compute_sharpness=False
+    )
+    estimators = [clone(base).set_params(random_state=s) for s in range(2)]
+    # Dropout draws from torch's global generator: the same draws on both sides.
+    torch.manual_seed(0)
+    fit_lockstep(estimators, X, y)
+    torch.manual_seed(0)
+    alone = _fit_alone(estimators, X, y)
+    for a, b in zip(estimators, alone, strict=True):
+        _assert_same_fit(a, b, X)
