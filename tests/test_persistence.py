@@ -478,11 +478,11 @@ def test_a_truncated_file_is_detected(saved, keep):
 def test_a_forged_checksum_does_not_get_past_the_contents_checks(saved):
     # A valid checksum only says the file is as it was written; what it holds is
     # still checked against what the hyperparameters build.
-    def wider(meta):
+    def narrower(meta):
         params = meta["classifier"]["built_params"]
-        params["hidden_layer_sizes"] = {"__tuple__": [9]}
+        params["hidden_layer_sizes"] = {"__tuple__": [7]}
 
-    forge(saved, wider)
+    forge(saved, narrower)
     with pytest.raises(ValueError, match=r"0.weight is torch.float32 \(8, 4\)"):
         load(saved)
 
