@@ -73,6 +73,15 @@ _DTYPES = {
 }
 #: The loss's settings and clock (its weights are a buffer, stored as a tensor).
 _CRITERION = ("amplitude", "period", "shape", "order", "random_state", "time", "static")
+_CRITERION_CHECKS = {
+    "amplitude": lambda v: _finite(v) and v >= 1,
+    "period": lambda v: _finite(v) and v > 0,
+    "shape": lambda v: v in ("triangle", "sine"),
+    "order": lambda v: v in ("cyclic", "random"),
+    "random_state": lambda v: type(v) is int and 0 <= v < 2**32,
+    "time": lambda v: _finite(v) and v >= 0,
+    "static": lambda v: isinstance(v, bool),
+}
 _ATTRIBUTE = re.compile(r"^[a-z][a-z0-9_]*_$")
 #: numpy dtypes the JSON text may name: plain numbers, strings, Python objects.
 _NUMPY_DTYPE = re.compile(r"^[<>|=]?(?:[biuf]\d{1,2}|U\d{1,12}|O)$")
@@ -449,9 +458,14 @@ def _rebuild_classifier(state, tensors, prefix, device):
     _load_module(net.module_, tensors, f"{prefix}module.", "the network")
     _load_module(net.criterion_, tensors, f"{prefix}criterion.", "the loss")
     criterion = net.criterion_
-    for key, value in _decode(state["criterion"], "criterion").items():
-        if key not in _CRITERION:
-            raise ValueError(f"criterion.{key} is not part of the loss's state.")
+    stored = _decode(state["criterion"], "criterion")
+    if not isinstance(stored, dict) or set(stored) != set(_CRITERION):
+        raise ValueError(f"The loss's state must hold {', '.join(_CRITERION)}.")
+    for key, value in stored.items():
+        if not _CRITERION_CHECKS[key](value):
+            raise ValueError(
+                f"criterion.{key} is {value!r}, not a value the loss can hold."
+            )
         setattr(criterion, key, value)
 
     optimizer = state["optimizer"]
@@ -566,6 +580,10 @@ def _rebuild_classifier(state, tensors, prefix, device):
     clf.period_ = criterion.period
     clf._epochs = record
     return clf
+
+
+def _finite(value):
+    return _kind(value) == "number" and math.isfinite(value)
 
 
 def _kind(value):
@@ -986,13 +1004,18 @@ def save(estimator, path):
             f"writable ({exc.strerror})",
         ) from exc
     try:
-        with os.fdopen(fd, "wb") as file:
-            _write(payload, file, path)
-            try:
+        try:
+            with os.fdopen(fd, "wb") as file:
+                _write(payload, file, path)
                 file.flush()
                 os.fsync(file.fileno())
-            except OSError as exc:
-                raise _write_error(exc, path) from exc
+        except OSError as exc:
+            # Closing after a failed write may fail again (flushing what is left):
+            # the first failure is the one to report.
+            first = exc if _reported(exc) else exc.__context__
+            if _reported(first):
+                raise first from first.__cause__
+            raise _write_error(exc, path) from exc
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -1039,16 +1062,22 @@ class _Recorder:
             self._file.flush()
 
 
+def _reported(exc):
+    return isinstance(exc, OSError) and getattr(exc, "_skdynloss_write", False)
+
+
 def _write_error(exc, where):
     unchanged = (
         "the previous file, if any, is unchanged"
         if where != "the file object"
         else "what it holds now is incomplete"
     )
-    return OSError(
+    error = OSError(
         exc.errno,
         f"Could not write the model to {where}: {exc.strerror or exc}; {unchanged}",
     )
+    error._skdynloss_write = True
+    return error
 
 
 def _write(payload, file, where):
