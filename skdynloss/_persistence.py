@@ -939,8 +939,15 @@ def save(estimator, path):
         When a hyperparameter is code rather than data (a callable ``module``,
         ``shape`` or ``loss``, user ``callbacks``, an optimizer class that is not in
         :mod:`torch.optim`); the message names it.
+        Also when the contents would not pass :func:`load`'s checks: save rebuilds
+        the estimator from them as load does before it writes anything.
     sklearn.exceptions.NotFittedError
         When the estimator is not fitted.
+    TypeError
+        When ``path`` is a file opened in text mode.
+    OSError
+        When the file cannot be written (a missing folder, a full disk); a path's
+        previous file is then left unchanged.
 
     See Also
     --------
@@ -1261,8 +1268,10 @@ def load(path, *, device="auto"):
     """Load an estimator saved by :func:`save`, without running code from the file.
 
     The tensors are read by ``torch.load(weights_only=True)``, which builds tensors
-    and plain containers only; everything else is JSON. The checksum is verified
-    before anything is built, and the estimator is then rebuilt by its own code path,
+    and plain containers only; everything else is JSON. Every size the file declares
+    is checked against the file's own size before anything is allocated, so memory
+    stays bounded for any file. The checksum is verified before anything is built,
+    and the estimator is then rebuilt by its own code path,
     so it predicts identically and continues training (``warm_start``,
     ``partial_fit``) exactly as the saved one would have.
 
@@ -1285,8 +1294,12 @@ def load(path, *, device="auto"):
     ------
     ValueError
         When the file is not a skdynloss model, is damaged, truncated or edited (its
-        checksum does not match), or holds a pickle payload instead of data (it is
-        refused, never executed).
+        checksum does not match), holds a pickle payload instead of data (it is
+        refused, never executed), declares sizes that its own size cannot hold, or
+        sets a fitted attribute to a value that fit would not give it. The message
+        says what is wrong.
+    TypeError
+        When ``path`` is a file opened in text mode.
 
     See Also
     --------
