@@ -528,6 +528,13 @@ def _rebuild_classifier(state, tensors, prefix, device):
             ):
                 raise ValueError(f"Callback {name}: {key!r} is not an attribute name.")
             current = vars(cb).get(key)
+            if isinstance(current, str) and value != current:
+                # A setting the estimator gives the callback (what it monitors, how),
+                # not a counter: the file cannot change it.
+                raise ValueError(
+                    f"Callback {name}: {key} is {value!r}; the estimator sets it to "
+                    f"{current!r}."
+                )
             if (
                 current is not None
                 and value is not None

@@ -908,3 +908,17 @@ def test_a_write_that_fails_part_way_is_an_os_error_and_keeps_the_old_file(
     assert saved.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [saved.name]
     load(saved)
+
+
+def test_a_callbacks_settings_cannot_be_changed_by_the_file(blobs, tmp_path):
+    clf = DynamicalLossClassifier(**FAST, early_stopping=True).fit(*blobs)
+    path = tmp_path / "model.skdl"
+    save(clf, path)
+    forge(
+        path,
+        lambda m: m["classifier"]["callbacks"]["early_stopping"].update(
+            monitor="train_loss"
+        ),
+    )
+    with pytest.raises(ValueError, match="monitor is 'train_loss'.*'valid_acc'"):
+        load(path)
