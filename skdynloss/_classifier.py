@@ -347,7 +347,10 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         The optimizer: ``torch.optim.SGD`` or ``torch.optim.Adam``, with torch's fused
         kernel where the device has one. ``"sgd"`` with ``momentum=0`` and
         ``batch_size=-1`` is plain gradient descent, the paper's setting. A torch
-        optimizer class, e.g. ``torch.optim.AdamW``, is used as it is.
+        optimizer class, e.g. ``torch.optim.AdamW``, ``RMSprop``, ``Adagrad`` or
+        ``LBFGS``, is used with its own defaults, and ``lr``, ``weight_decay`` (and
+        ``momentum`` for SGD) where it has them. ``torch.optim.SparseAdam``, which
+        needs sparse gradients, is refused.
     lr : float, default=3e-3
         Learning rate. (The defaults were chosen by a sweep over scikit-learn's data
         sets; the documentation's "Defaults" page has the table.)
@@ -365,7 +368,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         when its accuracy has not improved by ``tol`` for ``n_iter_no_change`` epochs,
         keeping the parameters of the best epoch, as scikit-learn's MLPClassifier does.
         It also gives skorch callbacks that need a validation split (``EarlyStopping``,
-        ``Checkpoint``) their ``valid_loss`` and ``valid_acc``.
+        ``Checkpoint``) their ``valid_loss`` and ``valid_acc``. ``partial_fit`` does not
+        support it (a ValueError, as in MLPClassifier).
     validation_fraction : float, default=0.1
         Share of the training data held out with ``early_stopping``.
     n_iter_no_change : int, default=10
@@ -685,6 +689,12 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : DynamicalLossClassifier
             The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            With ``early_stopping=True``, as MLPClassifier's ``partial_fit``: a
+            validation split held out of every batch is not early stopping.
         """
         if self.early_stopping:
             # As MLPClassifier: a validation split held out of every batch would
