@@ -1258,7 +1258,7 @@ def _ce(outputs, y):
     [
         ({"loss": lambda o, y: _ce(o, y).detach()}, "'loss'.*not attached"),
         ({"loss": lambda o, y: (o.argmax(1) != y).long()}, "'loss'.*torch.int64"),
-        ({"loss": lambda o, y: (o.argmax(1) != y)}, "'loss'.*torch.bool"),
+        ({"loss": lambda o, y: o.argmax(1) != y}, "'loss'.*torch.bool"),
         ({"loss": lambda o: o.sum(1)}, "'loss'.*two arguments"),
         ({"loss": lambda o, y, z: _ce(o, y)}, "'loss'.*two arguments"),
         ({"loss": lambda o, y: _ce(o, y).mean()}, r"'loss'.*shape \(\)"),
