@@ -647,6 +647,11 @@ def _check_network_size(clf, n_features, n_classes, tensors, prefix):
         )
 
 
+#: The optimizer's choice of kernel, made for the device it is built on (fused on the
+#: CPU and CUDA, multi-tensor elsewhere): the loading machine's choice, not the file's.
+_KERNEL_SETTINGS = ("fused", "foreach", "capturable")
+
+
 def _same_kind(a, b):
     """Whether a stored optimizer setting ``a`` may stand for the built ``b``: numbers
     (the learning rate, betas, ...) may differ but must be finite numbers; flags and
@@ -675,7 +680,7 @@ def _check_param_groups(groups, built):
                 f"those of the optimizer it builds ({sorted(expected)})."
             )
         for key, value in expected.items():
-            if key not in group:
+            if key not in group or key in _KERNEL_SETTINGS:
                 group[key] = value
             elif key == "params" and group[key] != value:
                 raise ValueError(

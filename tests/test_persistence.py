@@ -793,9 +793,9 @@ def _history_row(index, **values):
         ),
         (
             lambda m: m["classifier"]["optimizer"]["param_groups"][0].update(
-                capturable=True
+                amsgrad=True
             ),
-            "setting capturable=True",
+            "setting amsgrad=True",
         ),
         (
             lambda m: m["classifier"]["optimizer"]["param_groups"][0].update(
@@ -922,3 +922,19 @@ def test_a_callbacks_settings_cannot_be_changed_by_the_file(blobs, tmp_path):
     )
     with pytest.raises(ValueError, match="monitor is 'train_loss'.*'valid_acc'"):
         load(path)
+
+
+def test_the_optimizers_kernel_is_chosen_for_the_loading_machine(saved, fitted, blobs):
+    # A model trained where Adam has no fused kernel (foreach instead) loads with the
+    # kernel of this machine, and continues as the original.
+    def elsewhere(meta):
+        meta["classifier"]["optimizer"]["param_groups"][0].update(
+            fused=None, foreach=True, capturable=True
+        )
+
+    forge(saved, elsewhere)
+    loaded = load(saved, device="cpu")
+    group = loaded.net_.optimizer_.param_groups[0]
+    assert group["fused"] is True and group["capturable"] is False
+    X, y = blobs
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
