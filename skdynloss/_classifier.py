@@ -42,9 +42,10 @@ from ._engine import (  # noqa: F401 (deferred_sigint, _Record: their home befor
     deferred_sigint,
     fit_one,
 )
-from ._losses import DynamicalLoss
+from ._losses import DynamicalLoss, check_loss_callable, check_loss_signature
 from ._modules import CNN, MLP, n_image_features
 from ._net import DynamicalNet
+from ._schedules import check_shape_callable
 
 # Module construction draws from torch's global RNG; a lock plus fork_rng makes the
 # seeded initialisation of concurrent fits in threads (joblib's threading backend)
@@ -221,7 +222,10 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         The optimizer: ``torch.optim.SGD`` or ``torch.optim.Adam``, with torch's fused
         kernel where the device has one. ``"sgd"`` with ``momentum=0`` and
         ``batch_size=-1`` is plain gradient descent, the paper's setting. A torch
-        optimizer class, e.g. ``torch.optim.AdamW``, is used as it is.
+        optimizer class, e.g. ``torch.optim.AdamW``, ``RMSprop``, ``Adagrad`` or
+        ``LBFGS``, is used with its own defaults, and ``lr``, ``weight_decay`` (and
+        ``momentum`` for SGD) where it has them. ``torch.optim.SparseAdam``, which
+        needs sparse gradients, is refused.
     lr : float, default=3e-3
         Learning rate. (The defaults were chosen by a sweep over scikit-learn's data
         sets; the documentation's "Defaults" page has the table.)
@@ -239,7 +243,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         when its accuracy has not improved by ``tol`` for ``n_iter_no_change`` epochs,
         keeping the parameters of the best epoch, as scikit-learn's MLPClassifier does.
         It also gives skorch callbacks that need a validation split (``EarlyStopping``,
-        ``Checkpoint``) their ``valid_loss`` and ``valid_acc``.
+        ``Checkpoint``) their ``valid_loss`` and ``valid_acc``. ``partial_fit`` does not
+        support it (a ValueError, as in MLPClassifier).
     validation_fraction : float, default=0.1
         Share of the training data held out with ``early_stopping``.
     n_iter_no_change : int, default=10
@@ -559,7 +564,17 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : DynamicalLossClassifier
             The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            With ``early_stopping=True``, as MLPClassifier's ``partial_fit``: a
+            validation split held out of every batch is not early stopping.
         """
+        if self.early_stopping:
+            # As MLPClassifier: a validation split held out of every batch would
+            # train on a different 90% of each one and compare scores across them.
+            raise ValueError("partial_fit does not support early_stopping=True")
         continuing = hasattr(self, "net_")
         if not continuing and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -607,6 +622,16 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             if not (value == "auto" or math.isfinite(value)):
                 raise _invalid(name, "a finite number", value)
         _hidden_sizes(self.hidden_layer_sizes)
+        check_shape_callable(self.shape, self.amplitude)
+        check_loss_signature(self.loss)
+        if self.optimizer is torch.optim.SparseAdam:
+            raise _invalid(
+                "optimizer",
+                "an optimizer for dense gradients ('sgd', 'adam', or a class such as "
+                "torch.optim.AdamW); torch.optim.SparseAdam needs sparse gradients, "
+                "which the network does not have",
+                self.optimizer,
+            )
         if self.image_shape is not None:
             shape = list(self.image_shape)
             if not 2 <= len(shape) <= 3 or not all(
@@ -667,10 +692,13 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             )
         net = self.net_
         net.batch_size = int(self.batch_size)
+        # Only what the optimizer was built with (RMSprop has a momentum setting, but
+        # it is not the heavy-ball momentum of "sgd" and is left as it was built).
+        _, passed = self._optimizer_spec(self.device_)
         for group in net.optimizer_.param_groups:
             group["lr"] = float(self.lr)
             for key in ("momentum", "weight_decay"):
-                if key in group:
+                if f"optimizer__{key}" in passed and key in group:
                     group[key] = float(getattr(self, key))
         criterion = net.criterion_
         criterion.amplitude = float(self.amplitude)
@@ -1054,6 +1082,9 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             problem = "returned non-finite values (NaN or inf) at initialisation"
         if problem:
             raise ValueError(f"The module {name} {problem}.")
+        check_loss_callable(
+            self.loss, out, torch.arange(len(sample), device=out.device) % n_classes
+        )
 
     def _check_time(self, net, epochs):
         """Extreme periods fail here, before training, not deep in the schedule."""

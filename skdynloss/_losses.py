@@ -16,6 +16,7 @@ torch's weight-normalised mean, which would divide the tilt out.
 class_weights(time))``. Nothing else is kept between calls.
 """
 
+import inspect
 import numbers
 
 import numpy as np
@@ -58,6 +59,56 @@ def base_loss_function(base):
         raise ValueError(
             f"loss must be one of {BASE_LOSSES} or a callable, got {base!r}."
         ) from None
+
+
+def check_loss_signature(base):
+    """A callable ``loss`` that cannot be called as ``loss(outputs, y)``: a ValueError
+    that names the parameter (checked before anything is built)."""
+    if not callable(base):
+        return
+    try:
+        inspect.signature(base).bind(None, None)
+    except TypeError as exc:
+        raise ValueError(
+            f"The 'loss' callable {base!r} must take two arguments, loss(outputs, y) "
+            f"(the network's outputs and the class indices): {exc}."
+        ) from None
+    except ValueError:
+        pass  # no signature to inspect (some builtins): the first call tells
+
+
+def check_loss_callable(base, outputs, y):
+    """A callable ``loss`` tried once on a small batch before training: it must return
+    one floating-point loss per sample, attached to the outputs' autograd graph."""
+    if not callable(base):
+        return
+    try:
+        losses = base(outputs, y)
+    except Exception as exc:
+        raise ValueError(
+            f"The 'loss' callable {base!r} failed on outputs of shape "
+            f"{tuple(outputs.shape)} and class indices y of shape {tuple(y.shape)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    problem = None
+    if not isinstance(losses, torch.Tensor):
+        problem = f"returned a {type(losses).__name__}, not a tensor"
+    elif losses.shape != y.shape:
+        problem = f"returned shape {tuple(losses.shape)}, not {tuple(y.shape)}"
+    elif not losses.is_floating_point():
+        problem = f"returned {losses.dtype}, not a floating-point tensor"
+    elif outputs.requires_grad and not losses.requires_grad:
+        problem = (
+            "returned a tensor that is not attached to the autograd graph of the "
+            "outputs (detached, converted from numpy, or computed without gradients), "
+            "so training could not compute gradients"
+        )
+    if problem:
+        raise ValueError(
+            f"The 'loss' callable {base!r} must return one loss per sample, a "
+            f"floating-point tensor of shape {tuple(y.shape)} computed from the "
+            f"outputs; it {problem}."
+        )
 
 
 def per_sample_losses(outputs, y, base="cross_entropy"):

@@ -18,12 +18,16 @@ What cannot be data is refused when saving: a callable ``module``, ``shape`` or
 
 import contextlib
 import hashlib
+import io
 import json
+import math
 import os
 import platform
 import re
 import tempfile
-from numbers import Integral
+import warnings
+import zipfile
+from numbers import Integral, Real
 
 import numpy as np
 import sklearn
@@ -69,7 +73,32 @@ _DTYPES = {
 }
 #: The loss's settings and clock (its weights are a buffer, stored as a tensor).
 _CRITERION = ("amplitude", "period", "shape", "order", "random_state", "time", "static")
+_CRITERION_CHECKS = {
+    "amplitude": lambda v: _finite(v) and v >= 1,
+    "period": lambda v: _finite(v) and v > 0,
+    "shape": lambda v: v in ("triangle", "sine"),
+    "order": lambda v: v in ("cyclic", "random"),
+    "random_state": lambda v: type(v) is int and 0 <= v < 2**32,
+    "time": lambda v: _finite(v) and v >= 0,
+    "static": lambda v: isinstance(v, bool),
+}
 _ATTRIBUTE = re.compile(r"^[a-z][a-z0-9_]*_$")
+#: numpy dtypes the JSON text may name: plain numbers, strings, Python objects.
+_NUMPY_DTYPE = re.compile(r"^[<>|=]?(?:[biuf]\d{1,2}|U\d{1,12}|O)$")
+#: Nesting of the JSON text: save writes at most about 8 levels.
+_MAX_DEPTH = 64
+#: What the arrays of the JSON text may allocate: this plus 8 bytes per character of
+#: the text (a number takes at least 2 characters and at most 8 bytes as an array).
+_ARRAY_ALLOWANCE = 2**20
+#: The records of a file torch.save writes (besides data/<key>, one per storage).
+_RECORDS = {
+    "data.pkl",
+    "version",
+    ".format_version",
+    ".storage_alignment",
+    "byteorder",
+    ".data/serialization_id",
+}
 #: The classifier's fitted attributes stored as they are (besides classes_ and
 #: feature_names_in_; net_, module_ and the record are rebuilt).
 _FITTED = (
@@ -174,16 +203,24 @@ def _decode(value, where, *, tensors=None):
         if tag == "__tuple__":
             return tuple(_decode(value[tag], where, tensors=tensors))
         if tag == "__numpy__":
-            dtype = np.dtype(value[tag])
+            dtype = _numpy_dtype(value[tag])
             if dtype.kind not in "biuf":
                 raise ValueError(dtype)
             return dtype.type(value["value"])
         if tag == "__tensor__":
             return tensors[value[tag]]
         if tag == "__ndarray__":
-            dtype = np.dtype(value[tag])
-            shape = tuple(int(s) for s in value["shape"])
-            values = value["values"]
+            dtype = _numpy_dtype(value[tag])
+            shape, values = value["shape"], value["values"]
+            if not (
+                isinstance(shape, list)
+                and len(shape) <= 32
+                and all(type(s) is int and s >= 0 for s in shape)
+                and isinstance(values, list)
+                and math.prod(shape) == len(values)
+            ):
+                raise ValueError("shape")
+            shape = tuple(shape)
             if dtype.kind == "O":
                 if not all(type(v) in (str, int, float, bool) for v in values):
                     raise ValueError(dtype)
@@ -207,9 +244,52 @@ def _decode(value, where, *, tensors=None):
             return _optimizer_class(value[tag])
     except ValueError as exc:
         raise ValueError(f"{where}: {value!r} is not valid stored data.") from exc
-    except (KeyError, TypeError, RuntimeError, IndexError) as exc:
+    except (KeyError, TypeError, RuntimeError, IndexError, OverflowError) as exc:
         raise ValueError(f"{where}: {value!r} is not valid stored data.") from exc
     raise ValueError(f"{where}: unknown tag {tags!r}.")
+
+
+def _numpy_dtype(name):
+    """A numpy dtype the JSON text may name (parsed only when it is one of them)."""
+    if not isinstance(name, str) or not _NUMPY_DTYPE.match(name):
+        raise ValueError(f"{name!r} is not a dtype save writes.")
+    return np.dtype(name)
+
+
+def _check_text(meta, length):
+    """The parsed JSON text, checked before anything is built from it: nesting at most
+    ``_MAX_DEPTH`` levels, and arrays that allocate at most ``_ARRAY_ALLOWANCE`` plus 8
+    bytes per character of the text, all of them together (a string dtype such as
+    ``"<U536870911"`` declares its size: it is refused, not allocated)."""
+    budget = _ARRAY_ALLOWANCE + 8 * length
+    stack = [(meta, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise ValueError(
+                f"its JSON text is nested more than {_MAX_DEPTH} levels deep, which "
+                "save never writes."
+            )
+        if isinstance(value, dict):
+            if "__ndarray__" in value:
+                try:
+                    dtype = _numpy_dtype(value["__ndarray__"])
+                    n = len(value["values"])
+                except (ValueError, TypeError, KeyError):
+                    raise ValueError(
+                        f"its JSON text holds an array of dtype "
+                        f"{str(value.get('__ndarray__'))[:40]!r}, which save never "
+                        "writes."
+                    ) from None
+                budget -= n * (8 if dtype.kind == "O" else dtype.itemsize)
+                if budget < 0:
+                    raise ValueError(
+                        f"its JSON text declares arrays (here {n} values of dtype "
+                        f"{dtype.str!r}) larger than a file of its size can hold."
+                    )
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def _plain(value):
@@ -322,7 +402,9 @@ def _classifier_state(clf, tensors, prefix, where=""):
     }
     for name, module in (("module", net.module_), ("criterion", criterion)):
         for key, tensor in module.state_dict().items():
-            tensors[f"{prefix}{name}.{key}"] = tensor.detach().to("cpu", copy=True)
+            tensors[f"{prefix}{name}.{key}"] = (
+                tensor.detach().to("cpu", copy=True).contiguous()
+            )
     optimizer = net.optimizer_.state_dict()
     state["optimizer"] = {
         "param_groups": _encode(optimizer["param_groups"], f"optimizer{where}"),
@@ -357,9 +439,12 @@ def _rebuild_classifier(state, tensors, prefix, device):
         raise ValueError("n_features_in_ must be a positive int.")
     names = fitted.get("feature_names_in_")
     if names is not None and (
-        not isinstance(names, np.ndarray) or names.shape != (n_features,)
+        not isinstance(names, np.ndarray)
+        or names.shape != (n_features,)
+        or not all(isinstance(n, str) for n in names.tolist())
     ):
         raise ValueError("feature_names_in_ must hold n_features_in_ names.")
+    _check_classes(classes_)
 
     # Build the network as fit does, from the hyperparameters it was built with. The
     # seeds that fit drew are restored below, so random_state (perhaps a RandomState,
@@ -367,40 +452,43 @@ def _rebuild_classifier(state, tensors, prefix, device):
     clf = DynamicalLossClassifier(**dict(built, random_state=0))
     clf._validate_params()
     clf._check_hyperparameters()
+    _check_network_size(clf, n_features, len(classes_), tensors, f"{prefix}module.")
     net = clf._build(n_features, classes_, device)
 
     _load_module(net.module_, tensors, f"{prefix}module.", "the network")
     _load_module(net.criterion_, tensors, f"{prefix}criterion.", "the loss")
     criterion = net.criterion_
-    for key, value in _decode(state["criterion"], "criterion").items():
-        if key not in _CRITERION:
-            raise ValueError(f"criterion.{key} is not part of the loss's state.")
+    stored = _decode(state["criterion"], "criterion")
+    if not isinstance(stored, dict) or set(stored) != set(_CRITERION):
+        raise ValueError(f"The loss's state must hold {', '.join(_CRITERION)}.")
+    for key, value in stored.items():
+        if not _CRITERION_CHECKS[key](value):
+            raise ValueError(
+                f"criterion.{key} is {value!r}, not a value the loss can hold."
+            )
         setattr(criterion, key, value)
 
     optimizer = state["optimizer"]
     groups = _decode(optimizer["param_groups"], "optimizer")
     # The optimizer's state may refer to its own tensors only, and torch does not
-    # check their shapes: each is a scalar (the step) or has its parameter's shape.
+    # check their shapes or settings: both are checked against the built optimizer.
     own = f"{prefix}optimizer."
     own = {k: v for k, v in tensors.items() if k.startswith(own)}
+    _check_param_groups(groups, net.optimizer_.state_dict()["param_groups"])
     parameters = [p for group in net.optimizer_.param_groups for p in group["params"]]
+    if not isinstance(optimizer["state"], dict) or len(optimizer["state"]) > len(
+        parameters
+    ):
+        raise ValueError("The optimizer's state names more parameters than it has.")
     opt_state = {}
     for pid, values in optimizer["state"].items():
         values = _decode(values, "optimizer state", tensors=own)
-        index = int(pid)
-        if not 0 <= index < len(parameters) or not isinstance(values, dict):
+        if not (re.fullmatch(r"\d{1,9}", pid) and int(pid) < len(parameters)) or (
+            not isinstance(values, dict)
+        ):
             raise ValueError(f"The optimizer's state names no parameter {pid!r}.")
-        for key, value in values.items():
-            if (
-                isinstance(value, torch.Tensor)
-                and value.ndim
-                and (value.shape != parameters[index].shape)
-            ):
-                raise ValueError(
-                    f"The optimizer's {key} of parameter {index} has shape "
-                    f"{tuple(value.shape)}, not the parameter's "
-                    f"{tuple(parameters[index].shape)}."
-                )
+        index = int(pid)
+        _check_optimizer_state(net.optimizer_, parameters, index, values)
         opt_state[index] = values
     try:
         net.optimizer_.load_state_dict({"state": opt_state, "param_groups": groups})
@@ -418,8 +506,7 @@ def _rebuild_classifier(state, tensors, prefix, device):
         ) from exc
 
     history = _decode(state["history"], "history")
-    if not all(isinstance(row, dict) for row in history):
-        raise ValueError("Every history row must be a dict.")
+    _check_history(history, len(classes_), fitted, built)
     net.history.clear()
     net.history.extend(history)
 
@@ -432,18 +519,49 @@ def _rebuild_classifier(state, tensors, prefix, device):
         )
     for name, cb in net.callbacks_:
         for key, value in _decode(stored[name], f"callback {name}").items():
-            # Plain values only, under ordinary attribute names: counters, not code.
-            if not key.isidentifier() or key.startswith("__"):
+            # Plain values only, under ordinary attribute names: counters, not code,
+            # and never in place of a method or of a value of another kind.
+            if (
+                not key.isidentifier()
+                or key.startswith("__")
+                or callable(getattr(type(cb), key, None))
+            ):
                 raise ValueError(f"Callback {name}: {key!r} is not an attribute name.")
+            current = vars(cb).get(key)
+            if isinstance(current, str) and value != current:
+                # A setting the estimator gives the callback (what it monitors, how),
+                # not a counter: the file cannot change it.
+                raise ValueError(
+                    f"Callback {name}: {key} is {value!r}; the estimator sets it to "
+                    f"{current!r}."
+                )
+            if (
+                current is not None
+                and value is not None
+                and _kind(current) != _kind(value)
+            ):
+                raise ValueError(
+                    f"Callback {name}: {key} is {value!r}, not a "
+                    f"{type(current).__name__} like the value it replaces."
+                )
             setattr(cb, key, value)
 
     record = _Record(len(classes_), built["loss"])
     record.sync(net.history)
     # The record keeps the validation scores of every epoch it saw (also of epochs the
     # divergence guard later cut from the history), so it is stored as it is.
-    record.validation = [
-        float(v) for v in _decode(state["record_validation"], "record")
-    ]
+    validation = _decode(state["record_validation"], "record")
+    if not (
+        isinstance(validation, list)
+        and all(_kind(v) == "number" for v in validation)
+        and (built["early_stopping"] or not validation)
+    ):
+        raise ValueError(
+            "The validation record must hold the validation scores with "
+            "early_stopping, and none without."
+        )
+    record.validation = [float(v) for v in validation]
+    _check_fitted(fitted, record.validation, built)
 
     # The estimator: its current hyperparameters, what was built, the fitted state.
     clf.set_params(**params)
@@ -451,8 +569,12 @@ def _rebuild_classifier(state, tensors, prefix, device):
     clf._check_hyperparameters()
     clf._built_params = built
     seeds = state["seeds"]
-    if not (len(seeds) == 4 and all(isinstance(s, int) for s in seeds)):
-        raise ValueError("seeds must be 4 ints.")
+    if not (
+        isinstance(seeds, list)
+        and len(seeds) == 4
+        and all(type(s) is int and 0 <= s < 2**31 for s in seeds)
+    ):
+        raise ValueError("seeds must be 4 ints, as fit draws them.")
     clf._seeds = tuple(seeds)
     clf.classes_ = classes_
     for name, value in fitted.items():
@@ -462,8 +584,226 @@ def _rebuild_classifier(state, tensors, prefix, device):
     clf.net_ = net
     clf.module_ = net.module_
     clf.device_ = str(net.device)
+    clf.period_ = criterion.period
     clf._epochs = record
     return clf
+
+
+def _finite(value):
+    return _kind(value) == "number" and math.isfinite(value)
+
+
+def _kind(value):
+    """What sort of plain value this is: numbers (int and float alike, not bools),
+    and otherwise the type's name."""
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, Real):
+        return "number"
+    return type(value).__name__
+
+
+def _check_classes(classes_):
+    """classes_ as fit makes it: np.unique of the labels (sorted, distinct)."""
+    try:
+        unique = np.unique(classes_)
+    except TypeError:
+        unique = None
+    if (
+        unique is None
+        or len(unique) != len(classes_)
+        or not np.array_equal(unique, classes_)
+    ):
+        raise ValueError(
+            "classes_ must be the sorted, distinct labels np.unique gives, as fit "
+            "makes them."
+        )
+    if classes_.dtype.kind == "f" and not np.isfinite(classes_).all():
+        raise ValueError("classes_ must not hold NaN or infinity.")
+
+
+def _check_network_size(clf, n_features, n_classes, tensors, prefix):
+    """The network the hyperparameters build has its parameters in the file: a file
+    cannot make load build (and allocate) a network larger than itself."""
+    from ._classifier import _hidden_sizes
+    from ._modules import CNN, MLP
+
+    hidden = _hidden_sizes(clf.hidden_layer_sizes)
+    if clf.module == "mlp":
+        expected = MLP.n_parameters(n_features, n_classes, hidden)
+    else:
+        shape = clf.image_shape
+        side = math.isqrt(n_features)
+        if shape is None and side * side == n_features:
+            shape = (1, side, side)
+        if shape is None:
+            return  # _build refuses it before allocating anything
+        expected = CNN.n_parameters(shape, n_classes, hidden)
+    stored = sum(t.numel() for k, t in tensors.items() if k.startswith(prefix))
+    if expected > stored:
+        raise ValueError(
+            f"The hyperparameters build a network of {expected:,} parameters, but the "
+            f"file holds {stored:,} values for it."
+        )
+
+
+#: The optimizer's choice of kernel, made for the device it is built on (fused on the
+#: CPU and CUDA, multi-tensor elsewhere): the loading machine's choice, not the file's.
+_KERNEL_SETTINGS = ("fused", "foreach", "capturable")
+
+
+def _same_kind(a, b):
+    """Whether a stored optimizer setting ``a`` may stand for the built ``b``: numbers
+    (the learning rate, betas, ...) may differ but must be finite numbers; flags and
+    names are set when the optimizer is built and must be those it builds."""
+    if isinstance(b, tuple | list):
+        return (
+            isinstance(a, tuple | list)
+            and len(a) == len(b)
+            and all(_same_kind(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if _kind(b) == "number":
+        return _kind(a) == "number" and math.isfinite(a)
+    return _kind(a) == _kind(b) and a == b
+
+
+def _check_param_groups(groups, built):
+    """The stored settings of the optimizer, against those of the built one; settings
+    that a newer torch added take the built optimizer's value."""
+    if not isinstance(groups, list) or len(groups) != len(built):
+        raise ValueError("The optimizer's parameter groups are not those it builds.")
+    for group, expected in zip(groups, built, strict=True):
+        if not isinstance(group, dict) or not set(group) <= set(expected):
+            raise ValueError(
+                "The optimizer's settings "
+                f"{sorted(group) if isinstance(group, dict) else group!r} are not "
+                f"those of the optimizer it builds ({sorted(expected)})."
+            )
+        for key, value in expected.items():
+            if key not in group or key in _KERNEL_SETTINGS:
+                group[key] = value
+            elif key == "params" and group[key] != value:
+                raise ValueError(
+                    "The optimizer's parameter groups are not those it builds."
+                )
+            elif key != "params" and not _same_kind(group[key], value):
+                raise ValueError(
+                    f"The optimizer's setting {key}={group[key]!r} is not one the "
+                    f"optimizer it builds can take (it has {value!r})."
+                )
+
+
+def _check_optimizer_state(optimizer, parameters, index, values):
+    """The state of one parameter: each tensor a scalar or of the parameter's shape and
+    dtype (L-BFGS keeps flat vectors of all the parameters, and lists of them, under
+    the first parameter), nothing larger than what the optimizer itself keeps."""
+    parameter = parameters[index]
+    shapes = {(), tuple(parameter.shape)}
+    limit = 1
+    if isinstance(optimizer, torch.optim.LBFGS):
+        shapes.add((sum(p.numel() for p in parameters),))
+        limit = int(optimizer.param_groups[0]["history_size"])
+    if isinstance(optimizer, torch.optim.Adafactor) and parameter.ndim >= 2:
+        shape = tuple(parameter.shape)
+        shapes |= {(*shape[:-1], 1), (*shape[:-2], 1, shape[-1])}
+
+    def check(key, value, depth):
+        if isinstance(value, torch.Tensor):
+            if tuple(value.shape) not in shapes or (
+                value.ndim and value.dtype != parameter.dtype
+            ):
+                raise ValueError(
+                    f"The optimizer's {key} of parameter {index} has shape "
+                    f"{tuple(value.shape)} ({value.dtype}), not the parameter's "
+                    f"{tuple(parameter.shape)} ({parameter.dtype})."
+                )
+        elif isinstance(value, list | tuple) and depth == 0 and len(value) <= limit:
+            for item in value:
+                check(key, item, 1)
+        elif not (value is None or isinstance(value, bool | int | float)):
+            raise ValueError(
+                f"The optimizer's {key} of parameter {index} is not a tensor, a number "
+                "or a list of them as the optimizer keeps."
+            )
+
+    for key, value in values.items():
+        check(key, value, 0)
+
+
+def _check_history(history, n_classes, fitted, built):
+    """The skorch history as fit writes it: one row per epoch, numbered 1, 2, ...,
+    with the clock's record, n_iter_ rows in all."""
+    if not isinstance(history, list):
+        raise ValueError("The history must be a list of rows.")
+    n_iter = fitted.get("n_iter_")
+    if type(n_iter) is not int or n_iter != len(history):
+        raise ValueError(
+            f"n_iter_ is {n_iter!r}, but the history holds {len(history)} epochs; fit "
+            "makes them equal."
+        )
+    for i, row in enumerate(history):
+        if not isinstance(row, dict):
+            raise ValueError(f"History row {i} is not a dict.")
+        problem = None
+        if row.get("epoch") != i + 1 or type(row.get("epoch")) is not int:
+            problem = f"is numbered {row.get('epoch')!r}, not {i + 1}"
+        else:
+            for key in ("loss_time", "train_loss", "train_base_loss", "train_accuracy"):
+                if _kind(row.get(key)) != "number":
+                    problem = f"has {key}={row.get(key)!r}, not a number"
+                    break
+            weights = row.get("class_weights")
+            if problem is None and not (
+                isinstance(weights, list)
+                and len(weights) == n_classes
+                and all(_kind(w) == "number" for w in weights)
+            ):
+                problem = f"does not hold the {n_classes} class weights of the epoch"
+            if problem is None and "sharpness_dynamical" in row:
+                if not all(
+                    _kind(row.get(k)) == "number"
+                    for k in (
+                        "sharpness_dynamical",
+                        "sharpness_base",
+                        "stability_threshold",
+                    )
+                ):
+                    problem = "has a sharpness record that is not three numbers"
+        if problem:
+            raise ValueError(f"History row {i} {problem}.")
+
+
+def _check_fitted(fitted, validation, built):
+    """The fitted attributes, of the types and values fit gives them."""
+
+    def fail(name, expected):
+        raise ValueError(
+            f"The file sets {name} to {fitted.get(name)!r}; fit makes it {expected}."
+        )
+
+    if _kind(fitted.get("sharpness_")) != "number":
+        fail("sharpness_", "a float (NaN when not computed)")
+    info = fitted.get("sharpness_info_")
+    if not isinstance(info, dict) or not all(
+        v is None or isinstance(v, bool | int | float | str) for v in info.values()
+    ):
+        fail("sharpness_info_", "a dict of numbers")
+    if not isinstance(fitted.get("diverged_"), bool):
+        fail("diverged_", "a bool")
+    if not isinstance(fitted.get("device_"), str):
+        fail("device_", "a str")
+    scores = fitted.get("validation_scores_")
+    best = fitted.get("best_validation_score_")
+    if built["early_stopping"]:
+        if scores != validation:
+            fail("validation_scores_", "the validation score of each epoch")
+        if best != (max(validation) if validation else None):
+            fail("best_validation_score_", "the best of validation_scores_")
+    elif scores is not None or best is not None:
+        fail(
+            "validation_scores_" if scores is not None else "best_validation_score_",
+            "None without early_stopping",
+        )
 
 
 def _load_module(module, tensors, prefix, what):
@@ -611,8 +951,15 @@ def save(estimator, path):
         When a hyperparameter is code rather than data (a callable ``module``,
         ``shape`` or ``loss``, user ``callbacks``, an optimizer class that is not in
         :mod:`torch.optim`); the message names it.
+        Also when the contents would not pass :func:`load`'s checks: save rebuilds
+        the estimator from them as load does before it writes anything.
     sklearn.exceptions.NotFittedError
         When the estimator is not fitted.
+    TypeError
+        When ``path`` is a file opened in text mode.
+    OSError
+        When the file cannot be written (a missing folder, a full disk); a path's
+        previous file is then left unchanged.
 
     See Also
     --------
@@ -647,6 +994,9 @@ def save(estimator, path):
         sort_keys=True,
         separators=(",", ":"),
     )
+    # What load could not read back is refused here, before anything is written: the
+    # contents go through load's own checks and rebuild.
+    _verify(meta, tensors)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -655,19 +1005,111 @@ def save(estimator, path):
         "sha256": checksum(meta, tensors),
     }
     if not isinstance(path, str | os.PathLike):
-        torch.save(payload, path)
+        if isinstance(path, io.TextIOBase) or not hasattr(path, "write"):
+            raise TypeError(
+                "save writes to a path or a binary file object (open(path, 'wb'), "
+                f"io.BytesIO()), not {'a file opened in text mode' if isinstance(path, io.TextIOBase) else type(path).__name__}."
+            )
+        _write(payload, path, "the file object")
         return
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".skdynloss-", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(payload, file)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".skdynloss-", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"Cannot save to {path}: its folder {directory} does not exist or is not "
+            f"writable ({exc.strerror})",
+        ) from exc
+    try:
+        try:
+            with os.fdopen(fd, "wb") as file:
+                _write(payload, file, path)
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as exc:
+            # Closing after a failed write may fail again (flushing what is left):
+            # the first failure is the one to report.
+            first = exc if _reported(exc) else exc.__context__
+            if _reported(first):
+                raise first from first.__cause__
+            raise _write_error(exc, path) from exc
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _verify(meta, tensors):
+    """Refuse, with a ValueError, contents that load would refuse."""
+    try:
+        _check_tensor_extents(tensors, math.inf, "The model")
+        parsed = json.loads(meta)
+        _check_text(parsed, len(meta))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if "pipeline" in parsed:
+                _rebuild_pipeline(parsed["pipeline"], tensors, "cpu")
+            else:
+                _rebuild_classifier(parsed["classifier"], tensors, "", "cpu")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(
+            "save cannot write this estimator in a form that load reads back, so it "
+            f"writes nothing: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class _Recorder:
+    """A binary file's write, recording the OSError it raises: torch.save reports a
+    failed write as its own RuntimeError, with the real error only as its context."""
+
+    def __init__(self, file):
+        self._file = file
+        self.error = None
+
+    def write(self, data):
+        try:
+            return self._file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self):
+        with contextlib.suppress(AttributeError):
+            self._file.flush()
+
+
+def _reported(exc):
+    return isinstance(exc, OSError) and getattr(exc, "_skdynloss_write", False)
+
+
+def _write_error(exc, where):
+    unchanged = (
+        "the previous file, if any, is unchanged"
+        if where != "the file object"
+        else "what it holds now is incomplete"
+    )
+    error = OSError(
+        exc.errno,
+        f"Could not write the model to {where}: {exc.strerror or exc}; {unchanged}",
+    )
+    error._skdynloss_write = True
+    return error
+
+
+def _write(payload, file, where):
+    recorder = _Recorder(file)
+    try:
+        torch.save(payload, recorder)
+    except Exception as exc:
+        error = recorder.error
+        if error is None and isinstance(exc.__context__, OSError):
+            error = exc.__context__
+        if error is None:
+            raise
+        raise _write_error(error, where) from error
 
 
 def _torch_is_safe():
@@ -688,6 +1130,12 @@ def read(path):
         f"{name} is not a skdynloss model file written by skdynloss.save, or it is "
         "damaged or truncated"
     )
+    if isinstance(path, io.TextIOBase):
+        raise TypeError(
+            "load reads a path or a binary file object (open(path, 'rb')), not a file "
+            "opened in text mode."
+        )
+    size = _check_archive(path, not_model)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
@@ -721,26 +1169,121 @@ def read(path):
         raise ValueError(
             f"{not_model}: its contents are not laid out as save writes them."
         )
+    _check_tensor_extents(tensors, size, not_model)
     if checksum(meta, tensors) != digest:
         raise ValueError(
             f"{name} is damaged or was edited: its contents do not match their SHA-256 "
             "checksum."
         )
+    length = len(meta)
     try:
         meta = json.loads(meta)
+    except RecursionError:
+        raise ValueError(
+            f"{not_model}: its JSON text is nested too deeply to read, which save "
+            "never writes."
+        ) from None
     except ValueError as exc:
         raise ValueError(f"{not_model}: its JSON text is not valid: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{not_model}.")
+    try:
+        _check_text(meta, length)
+    except ValueError as exc:
+        raise ValueError(f"{not_model}: {exc}") from None
     return meta, tensors
+
+
+def _file_size(path):
+    """The size in bytes of a path, or of a seekable binary file object from its
+    current position (where torch.load starts reading)."""
+    if isinstance(path, str | os.PathLike):
+        return os.stat(path).st_size
+    if not (hasattr(path, "read") and hasattr(path, "seek") and hasattr(path, "tell")):
+        raise TypeError(
+            f"load reads a path or a binary file object, got {type(path).__name__}."
+        )
+    start = path.tell()
+    end = path.seek(0, os.SEEK_END)
+    path.seek(start)
+    return end - start
+
+
+def _check_archive(path, not_model):
+    """The file's zip archive, checked before torch reads it: torch.save's records only,
+    stored uncompressed (a compressed record could expand to any size), within the
+    file. Every storage torch then allocates is one of these records, so loading
+    allocates at most the file's size for the tensors. Returns that size."""
+    size = _file_size(path)
+    file = path if not isinstance(path, str | os.PathLike) else open(path, "rb")
+    start = file.tell()
+    try:
+        with zipfile.ZipFile(file) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{not_model}: not a zip archive ({exc}).") from None
+    finally:
+        if file is path:
+            path.seek(start)
+        else:
+            file.close()
+    prefixes = {info.filename.split("/", 1)[0] for info in infos}
+    total = 0
+    for info in infos:
+        record = info.filename.split("/", 1)[-1]
+        total += info.compress_size
+        if (
+            len(prefixes) != 1
+            or not (record in _RECORDS or re.fullmatch(r"data/\d{1,9}", record))
+            or info.compress_type != zipfile.ZIP_STORED
+            or info.compress_size != info.file_size
+            or info.header_offset + info.compress_size > size
+            or total > size
+        ):
+            raise ValueError(
+                f"{not_model}: its record {info.filename[:80]!r} "
+                f"({info.file_size} bytes, compression {info.compress_type}) is not one "
+                f"that torch.save writes in a file of {size} bytes."
+            )
+    return size
+
+
+def _check_tensor_extents(tensors, size, not_model):
+    """Each tensor covers exactly its own storage, as save writes them: no view that
+    reaches past its storage, repeats it (a stride of 0) or shares it, so that reading
+    a tensor's bytes (for the checksum) copies at most the file's size."""
+    seen = set()
+    total = 0
+    for key, tensor in tensors.items():
+        storage = tensor.untyped_storage()
+        nbytes = tensor.numel() * tensor.element_size()
+        if (
+            not tensor.is_contiguous()
+            or tensor.storage_offset() != 0
+            or storage.nbytes() != nbytes
+            or (nbytes and storage.data_ptr() in seen)
+        ):
+            raise ValueError(
+                f"{not_model}: the tensor {key[:80]!r} of shape {tuple(tensor.shape)} "
+                f"is a view ({storage.nbytes()} bytes stored), not the plain tensor "
+                "save writes."
+            )
+        seen.add(storage.data_ptr())
+        total += nbytes
+        if total > size:
+            raise ValueError(
+                f"{not_model}: its tensors hold more bytes than the file's {size}."
+            )
 
 
 def load(path, *, device="auto"):
     """Load an estimator saved by :func:`save`, without running code from the file.
 
     The tensors are read by ``torch.load(weights_only=True)``, which builds tensors
-    and plain containers only; everything else is JSON. The checksum is verified
-    before anything is built, and the estimator is then rebuilt by its own code path,
+    and plain containers only; everything else is JSON. Every size the file declares
+    is checked against the file's own size before anything is allocated, so memory
+    stays bounded for any file. The checksum is verified before anything is built,
+    and the estimator is then rebuilt by its own code path,
     so it predicts identically and continues training (``warm_start``,
     ``partial_fit``) exactly as the saved one would have.
 
@@ -763,8 +1306,12 @@ def load(path, *, device="auto"):
     ------
     ValueError
         When the file is not a skdynloss model, is damaged, truncated or edited (its
-        checksum does not match), or holds a pickle payload instead of data (it is
-        refused, never executed).
+        checksum does not match), holds a pickle payload instead of data (it is
+        refused, never executed), declares sizes that its own size cannot hold, or
+        sets a fitted attribute to a value that fit would not give it. The message
+        says what is wrong.
+    TypeError
+        When ``path`` is a file opened in text mode.
 
     See Also
     --------

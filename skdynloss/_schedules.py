@@ -14,7 +14,9 @@ or in a seeded random permutation drawn anew for each cycle through all classes
 :arxiv:`2102.03793`), as written out in the user guide.
 """
 
+import inspect
 import math
+import numbers
 from functools import lru_cache
 
 import numpy as np
@@ -68,6 +70,54 @@ def _check_shape(shape):
     if callable(shape) or (isinstance(shape, str) and shape in SHAPES):
         return shape
     raise ValueError(f"shape must be one of {SHAPES} or a callable, got {shape!r}.")
+
+
+def check_shape_callable(shape, amplitude):
+    """A user's ``shape``, called once as ``shape(0.5, amplitude)`` before training:
+    a ValueError that names the parameter when it cannot be called with two arguments
+    or does not return one positive, finite real number."""
+    if not callable(shape):
+        return
+    try:
+        inspect.signature(shape).bind(0.5, float(amplitude))
+    except TypeError as exc:
+        raise ValueError(
+            f"The 'shape' callable {shape!r} must take two arguments, "
+            f"shape(phase, amplitude): {exc}."
+        ) from None
+    except ValueError:
+        pass  # no signature to inspect (some builtins): the call below tells
+    try:
+        w = shape(0.5, float(amplitude))
+    except Exception as exc:
+        raise ValueError(
+            f"The 'shape' callable {shape!r} failed when called as shape(0.5, "
+            f"{float(amplitude)!r}): {type(exc).__name__}: {exc}"
+        ) from exc
+    if isinstance(w, bool) or not (
+        isinstance(w, numbers.Real)
+        or (
+            isinstance(w, np.generic | np.ndarray)
+            and w.ndim == 0
+            and w.dtype.kind in "iuf"
+        )
+    ):
+        got = (
+            f"an array of shape {w.shape}"
+            if isinstance(w, np.ndarray)
+            else f"{type(w).__name__} {w!r}"
+        )
+        raise ValueError(
+            f"The 'shape' callable {shape!r} must return one real number, the raw "
+            f"weight of the class in focus at one phase; shape(0.5, "
+            f"{float(amplitude)!r}) returned {got}."
+        )
+    w = float(w)
+    if not (math.isfinite(w) and w > 0):
+        raise ValueError(
+            f"The 'shape' callable {shape!r} returned {w!r} for shape(0.5, "
+            f"{float(amplitude)!r}); raw weights must be positive and finite."
+        )
 
 
 def _check_order(order):

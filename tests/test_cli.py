@@ -201,3 +201,40 @@ def test_reproduce_is_a_subcommand_with_its_own_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "nonsense"])
     assert exit_info.value.code == 2
+
+
+@pytest.fixture
+def no_demo(monkeypatch):
+    def fit(*args, **kwargs):
+        raise AssertionError("the demo started before --out was checked")
+
+    monkeypatch.setattr(experiments, "spiral_comparison", fit)
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("{file}/fig.png", "is a file, not a folder"),
+        ("{file}/below/fig.png", "is a file, not a folder"),
+        ("{tmp}", "format is chosen by the extension"),
+        ("{tmp}/fig.xyz", "format is chosen by the extension"),
+        ("{tmp}/folder.png", "is a folder"),
+    ],
+)
+def test_an_unwritable_figure_path_is_refused_before_the_demo_runs(
+    no_demo, tmp_path, out, message, capsys
+):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder.png").mkdir()
+    out = out.format(file=tmp_path / "file", tmp=tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--quick", "--out", out])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_figures_folders_are_created(tiny_demo, tmp_path, capsys):
+    out = tmp_path / "missing" / "dir" / "fig.png"
+    assert cli.main(["demo", "--quick", "-q", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+    capsys.readouterr()

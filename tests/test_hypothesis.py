@@ -222,3 +222,178 @@ def test_partial_fit_and_warm_start_work_or_fail_clearly(problem, calls, warm):
         assert np.isfinite(proba).all()
         np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-9)
         assert len(clf.loss_curve_) == clf.n_iter_ >= before[1]
+
+
+# ----------------------------------------------------------- save and load
+
+import io  # noqa: E402
+import json  # noqa: E402
+
+import torch  # noqa: E402
+
+from skdynloss import _persistence, load, save  # noqa: E402
+
+OPTIMIZERS = ["adam", "sgd", "AdamW", "RMSprop", "Adagrad", "LBFGS"]
+
+
+def _copy(clf):
+    file = io.BytesIO()
+    save(clf, file)
+    file.seek(0)
+    return load(file)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(problems(), st.sampled_from(OPTIMIZERS))
+def test_any_fitted_model_saves_loads_and_continues_as_the_original(problem, name):
+    """Whatever was fitted with whichever optimizer, the loaded copy predicts and
+    continues training exactly as the original (or both refuse, alike)."""
+    X, y, sample_weight, params = problem
+    optimizer = name if name in ("adam", "sgd") else getattr(torch.optim, name)
+    clf = check_fit(X, y, sample_weight, {**params, "optimizer": optimizer})
+    if clf is None:
+        return
+    copy = _copy(clf)
+    np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
+    outcomes = []
+    for estimator in (clf, copy):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if params["early_stopping"]:
+                    estimator.set_params(warm_start=True, max_epochs=1).fit(X, y)
+                else:
+                    estimator.partial_fit(X, y)
+        except (ValueError, TypeError) as exc:
+            outcomes.append(type(exc))
+        else:
+            outcomes.append(None)
+    assert outcomes[0] == outcomes[1]
+    np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
+    assert copy.n_iter_ == clf.n_iter_
+    np.testing.assert_array_equal(copy.loss_curve_, clf.loss_curve_)
+
+
+@pytest.fixture(scope="module")
+def saved_bytes():
+    X, y = np.random.default_rng(0).normal(size=(30, 3)), np.arange(30) % 3
+    clf = DynamicalLossClassifier(
+        hidden_layer_sizes=(4,),
+        max_epochs=2,
+        period=1.0,
+        compute_sharpness=False,
+        early_stopping=True,
+        validation_fraction=0.3,
+        random_state=3,
+        device="cpu",
+    ).fit(X, y)
+    file = io.BytesIO()
+    save(clf, file)
+    return file.getvalue(), clf, X
+
+
+def _loads(data):
+    """load's verdict on bytes: the estimator, or the ValueError (nothing else)."""
+    try:
+        return load(io.BytesIO(data))
+    except ValueError as exc:
+        assert str(exc).strip()
+        return exc
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.data())
+def test_damaged_files_are_refused_or_load_the_same_model(saved_bytes, data):
+    original, clf, X = saved_bytes
+    damaged = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 8))):
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+        at = data.draw(st.integers(0, len(damaged) - 1))
+        if kind == "flip":
+            damaged[at] ^= data.draw(st.integers(1, 255))
+        elif kind == "cut":
+            del damaged[at:]
+        elif kind == "insert":
+            damaged[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+        else:
+            del damaged[at : at + data.draw(st.integers(1, 16))]
+        if not damaged:
+            break
+    result = _loads(bytes(damaged))
+    if not isinstance(result, ValueError):
+        np.testing.assert_array_equal(result.predict_proba(X), clf.predict_proba(X))
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.sampled_from(["<U536870911", "|O", "__tuple__", "adam", "LBFGS"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["__ndarray__", "__tuple__", "shape", "values", "x", "lr"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(value, path=()):
+    """Every place in the JSON text a value can be replaced."""
+    yield path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, (*path, i))
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.data())
+def test_forged_json_loads_a_consistent_model_or_is_refused(saved_bytes, data):
+    """An edited JSON text with a recomputed checksum: load refuses it with a
+    ValueError, or gives an estimator that predicts and that save accepts again."""
+    original, clf, X = saved_bytes
+    payload = torch.load(io.BytesIO(original), weights_only=True)
+    meta = json.loads(payload["meta"])
+    paths = [p for p in _paths(meta["classifier"], ("classifier",)) if len(p) > 1]
+    path = data.draw(st.sampled_from(paths))
+    value = data.draw(json_values)
+    target = meta
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+    payload.update(meta=text, sha256=_persistence.checksum(text, payload["tensors"]))
+    file = io.BytesIO()
+    torch.save(payload, file)
+    result = _loads(file.getvalue())
+    if isinstance(result, ValueError):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proba = result.predict_proba(X)
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-9)
+    _copy(result)

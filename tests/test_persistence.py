@@ -478,11 +478,11 @@ def test_a_truncated_file_is_detected(saved, keep):
 def test_a_forged_checksum_does_not_get_past_the_contents_checks(saved):
     # A valid checksum only says the file is as it was written; what it holds is
     # still checked against what the hyperparameters build.
-    def wider(meta):
+    def narrower(meta):
         params = meta["classifier"]["built_params"]
-        params["hidden_layer_sizes"] = {"__tuple__": [9]}
+        params["hidden_layer_sizes"] = {"__tuple__": [7]}
 
-    forge(saved, wider)
+    forge(saved, narrower)
     with pytest.raises(ValueError, match=r"0.weight is torch.float32 \(8, 4\)"):
         load(saved)
 
@@ -596,3 +596,345 @@ def test_load_refuses_a_torch_whose_weights_only_loading_is_unsafe(saved, monkey
     monkeypatch.setattr(torch, "__version__", "2.5.1")
     with pytest.raises(RuntimeError, match="torch >= 2.6"):
         load(saved)
+
+
+# --------------------------------------------------- bounded, checked loading
+
+
+def write_payload(path, meta_text, tensors, *, valid_checksum=True):
+    """A file laid out as save writes one, with any JSON text and tensors."""
+    digest = _persistence.checksum(meta_text, tensors) if valid_checksum else "0" * 64
+    torch.save(
+        {
+            "format": "skdynloss-model",
+            "format_version": 1,
+            "meta": meta_text,
+            "tensors": tensors,
+            "sha256": digest,
+        },
+        path,
+    )
+
+
+def test_a_view_larger_than_its_storage_is_refused_before_it_is_copied(saved):
+    # One float stored, viewed as 2**40 of them (stride 0): the file is tiny, and
+    # copying the view out (as the checksum would) needs 4 TiB.
+    payload = torch.load(saved, weights_only=True)
+    huge = torch.zeros(1).expand(2**40)
+    for tensors in (
+        {**payload["tensors"], "module.0.bias": huge},
+        {"a": torch.arange(10.0)[2:]},  # a view into part of a storage
+        {"a": torch.zeros(4, 4).t()},  # not contiguous
+    ):
+        write_payload(saved, payload["meta"], tensors, valid_checksum=False)
+        assert saved.stat().st_size < 100_000
+        with pytest.raises(ValueError, match="is a view"):
+            load(saved)
+    shared = torch.zeros(8)
+    write_payload(
+        saved, payload["meta"], {"a": shared, "b": shared}, valid_checksum=False
+    )
+    with pytest.raises(ValueError, match="is a view"):
+        load(saved)
+
+
+def test_compressed_and_foreign_zip_records_are_refused(saved, tmp_path):
+    import zipfile
+
+    original = zipfile.ZipFile(saved)
+    for name, compression, extra in [
+        ("deflated.skdl", zipfile.ZIP_DEFLATED, None),
+        ("extra.skdl", zipfile.ZIP_STORED, "archive/payload.py"),
+    ]:
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w", compression) as archive:
+            for info in original.infolist():
+                archive.writestr(info.filename, original.read(info.filename))
+            if extra:
+                archive.writestr(extra, b"print('hello')")
+        with pytest.raises(ValueError, match="is not one that torch.save writes"):
+            load(path)
+
+
+def test_a_declared_string_dtype_is_refused_not_allocated(saved):
+    # 70 bytes of JSON asking for 2 GiB per label.
+    forge(
+        saved,
+        lambda m: m["classifier"]["fitted"]["classes_"].update(
+            __ndarray__="<U536870911"
+        ),
+    )
+    with pytest.raises(ValueError, match="larger than a file of its size"):
+        load(saved)
+    for dtype in ("(1000000,)f8", "V1000000", "<M8", "S5", 7, {"names": ["a"]}):
+        forge(
+            saved,
+            lambda m, dtype=dtype: m["classifier"]["fitted"]["classes_"].update(
+                __ndarray__=dtype
+            ),
+        )
+        with pytest.raises(ValueError, match="dtype"):
+            load(saved)
+
+
+@pytest.mark.parametrize("depth", [100, 100_000])
+def test_deeply_nested_json_is_a_clear_error(saved, depth):
+    payload = torch.load(saved, weights_only=True)
+    meta = payload["meta"][:-1] + ',"deep":' + "[" * depth + "]" * depth + "}"
+    write_payload(saved, meta, payload["tensors"])
+    with pytest.raises(ValueError, match="nested"):
+        load(saved)
+
+
+def test_a_network_larger_than_the_file_is_refused_before_it_is_built(saved):
+    def huge(meta):
+        meta["classifier"]["built_params"]["hidden_layer_sizes"] = {
+            "__tuple__": [100_000, 100_000]
+        }
+
+    forge(saved, huge)
+    with pytest.raises(ValueError, match="network of 10,000,.* the file holds 67"):
+        load(saved)
+
+
+def _set(section, **values):
+    return lambda m: m["classifier"][section].update(values)
+
+
+def _history_row(index, **values):
+    return lambda m: m["classifier"]["history"][index].update(values)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (_set("fitted", n_iter_="3"), "n_iter_ is '3'"),
+        (_set("fitted", n_iter_=2), "n_iter_ is 2, but the history holds 3"),
+        (_set("fitted", n_iter_=True), "n_iter_ is True"),
+        (lambda m: m["classifier"]["history"].pop(), "the history holds 2"),
+        (_history_row(1, epoch=5), "History row 1 is numbered 5"),
+        (_history_row(0, train_loss="low"), "History row 0 has train_loss='low'"),
+        (_history_row(2, class_weights=[1.0, 1.0]), "History row 2 .* 3 class weights"),
+        (lambda m: m["classifier"]["history"][0].pop("loss_time"), "loss_time=None"),
+        (
+            lambda m: m["classifier"]["history"].__setitem__(0, [1]),
+            "History row 0 is not a dict",
+        ),
+        (_set("fitted", sharpness_="sharp"), "sharpness_ to 'sharp'"),
+        (_set("fitted", sharpness_info_=[1]), "sharpness_info_"),
+        (_set("fitted", diverged_="no"), "diverged_ to 'no'"),
+        (_set("fitted", device_=3), "device_"),
+        (_set("fitted", validation_scores_=[0.5]), "validation_scores_"),
+        (_set("fitted", best_validation_score_=0.5), "best_validation_score_"),
+        (
+            _set(
+                "fitted",
+                classes_={"__ndarray__": "<i8", "shape": [3], "values": [2, 1, 0]},
+            ),
+            "classes_ must be the sorted",
+        ),
+        (
+            _set(
+                "fitted",
+                classes_={"__ndarray__": "<i8", "shape": [3], "values": [0, 0, 1]},
+            ),
+            "classes_ must be the sorted",
+        ),
+        (
+            _set(
+                "fitted",
+                classes_={"__ndarray__": "<i8", "shape": [4], "values": [0, 1, 2]},
+            ),
+            "not valid stored data",
+        ),
+        (
+            _set(
+                "fitted",
+                classes_={"__ndarray__": "<f8", "shape": [3], "values": [0, 1, 1e999]},
+            ),
+            "NaN or infinity",
+        ),
+        (
+            _set(
+                "fitted",
+                classes_={"__ndarray__": "<i8", "shape": [3], "values": [0, 1, 2**70]},
+            ),
+            "not valid stored data",
+        ),
+        (
+            _set(
+                "fitted",
+                feature_names_in_={
+                    "__ndarray__": "|O",
+                    "shape": [4],
+                    "values": [1, 2, 3, 4],
+                },
+            ),
+            "feature_names_in_",
+        ),
+        (lambda m: m["classifier"].update(seeds=[-1, 0, 0, 0]), "seeds"),
+        (lambda m: m["classifier"].update(seeds=[0, 0, 0]), "seeds"),
+        (_set("criterion", amplitude="big"), "criterion.amplitude"),
+        (_set("criterion", period=0.0), "criterion.period"),
+        (_set("criterion", shape="os.system"), "criterion.shape"),
+        (_set("criterion", time=1e999), "criterion.time"),
+        (lambda m: m["classifier"]["criterion"].pop("time"), "loss's state"),
+        (
+            lambda m: m["classifier"]["callbacks"]["loss_clock"].update(on_epoch_end=1),
+            "'on_epoch_end' is not an attribute name",
+        ),
+        (
+            lambda m: m["classifier"]["callbacks"]["loss_clock"].update(_step="12"),
+            "_step is '12'",
+        ),
+        (
+            lambda m: m["classifier"]["optimizer"]["param_groups"][0].update(lr="x"),
+            "setting lr='x'",
+        ),
+        (
+            lambda m: m["classifier"]["optimizer"]["param_groups"][0].update(
+                amsgrad=True
+            ),
+            "setting amsgrad=True",
+        ),
+        (
+            lambda m: m["classifier"]["optimizer"]["param_groups"][0].update(
+                momentum_buffer=0.9
+            ),
+            "settings .* are not those",
+        ),
+        (
+            lambda m: m["classifier"]["optimizer"]["param_groups"][0].update(
+                params=[0, 1, 2]
+            ),
+            "parameter groups",
+        ),
+        (
+            lambda m: m["classifier"]["optimizer"]["state"].update(
+                {str(i): {} for i in range(4, 9)}
+            ),
+            "more parameters than it has",
+        ),
+    ],
+)
+def test_forged_fitted_state_is_refused(saved, edit, match):
+    # What an edited file with a recomputed checksum holds is checked as fit makes it.
+    forge(saved, edit)
+    with pytest.raises(ValueError, match=match):
+        load(saved)
+
+
+def test_the_loaded_model_has_every_fitted_attribute_of_the_saved_one(fitted, saved):
+    loaded = load(saved)
+    public = {k for k in vars(fitted) if k.endswith("_") and not k.startswith("_")}
+    assert public <= set(vars(loaded))
+    assert loaded.period_ == fitted.period_
+
+
+# ------------------------------------------------------- writing, and failing to
+
+
+def test_save_and_load_refuse_files_opened_in_text_mode(fitted, saved, tmp_path):
+    with (
+        open(tmp_path / "text.skdl", "w") as file,
+        pytest.raises(TypeError, match="text mode"),
+    ):
+        save(fitted, file)
+    with open(saved) as file, pytest.raises(TypeError, match="text mode"):
+        load(file)
+
+
+def test_save_refuses_what_load_would_not_read_back_and_writes_nothing(blobs, tmp_path):
+    clf = DynamicalLossClassifier(**FAST).fit(*blobs)
+    clf.n_iter_ = 99  # no longer the number of epochs in its history
+    path = tmp_path / "model.skdl"
+    with pytest.raises(ValueError, match="load reads back.*n_iter_ is 99"):
+        save(clf, path)
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_folder_is_a_clear_os_error(fitted, tmp_path):
+    with pytest.raises(FileNotFoundError, match="Cannot save to .*missing"):
+        save(fitted, tmp_path / "missing" / "model.skdl")
+
+
+_FULL_DISK = """
+import resource, signal, sys
+import numpy as np
+from sklearn.datasets import make_blobs
+import skdynloss
+X, y = make_blobs(n_samples=60, centers=3, n_features=4, random_state=0)
+clf = skdynloss.DynamicalLossClassifier(
+    hidden_layer_sizes=(64,), max_epochs=1, compute_sharpness=False, random_state=0
+).fit(X, y)
+# Writes beyond the limit fail with EFBIG, as on a full disk (and do not kill us).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+try:
+    skdynloss.save(clf, sys.argv[1])
+except OSError as exc:
+    print(type(exc).__name__, exc.errno, exc, "|context:", type(exc.__context__).__name__)
+    sys.exit(0)
+print("saved")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="RLIMIT_FSIZE needs a Unix")
+def test_a_write_that_fails_part_way_is_an_os_error_and_keeps_the_old_file(
+    saved, tmp_path
+):
+    import errno
+    import subprocess
+    import sys
+
+    resource = pytest.importorskip("resource")
+    assert resource.RLIMIT_FSIZE
+    before = saved.read_bytes()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    result = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(saved), str(len(before) // 2)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.strip()
+    assert out.startswith(f"OSError {errno.EFBIG} ")
+    assert "Could not write the model to" in out and str(saved) in out
+    assert "previous file, if any, is unchanged" in out
+    assert "unexpected pos" not in out
+    assert saved.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [saved.name]
+    load(saved)
+
+
+def test_a_callbacks_settings_cannot_be_changed_by_the_file(blobs, tmp_path):
+    clf = DynamicalLossClassifier(**FAST, early_stopping=True).fit(*blobs)
+    path = tmp_path / "model.skdl"
+    save(clf, path)
+    forge(
+        path,
+        lambda m: m["classifier"]["callbacks"]["early_stopping"].update(
+            monitor="train_loss"
+        ),
+    )
+    with pytest.raises(ValueError, match="monitor is 'train_loss'.*'valid_acc'"):
+        load(path)
+
+
+def test_the_optimizers_kernel_is_chosen_for_the_loading_machine(saved, fitted, blobs):
+    # A model trained where Adam has no fused kernel (foreach instead) loads with the
+    # kernel of this machine, and continues as the original.
+    def elsewhere(meta):
+        meta["classifier"]["optimizer"]["param_groups"][0].update(
+            fused=None, foreach=True, capturable=True
+        )
+
+    forge(saved, elsewhere)
+    loaded = load(saved, device="cpu")
+    group = loaded.net_.optimizer_.param_groups[0]
+    assert group["fused"] is True and group["capturable"] is False
+    X, y = blobs
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))

@@ -1143,3 +1143,153 @@ def test_clone_keeps_the_new_parameters(data):
     params = clone(clf).get_params()
     assert params["early_stopping"] is True
     assert params["validation_fraction"] == 0.3
+
+
+# ---------------------------------------------------------------- optimizers
+
+OPTIMIZERS = [
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+    torch.optim.LBFGS,
+]
+
+
+def _settings(clf):
+    """The optimizer's settings (its param groups without the parameters)."""
+    return [
+        {k: v for k, v in group.items() if k != "params"}
+        for group in clf.net_.optimizer_.param_groups
+    ]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o.__name__)
+def test_every_optimizer_continues_through_warm_start_partial_fit_and_load(
+    data, optimizer, tmp_path
+):
+    from skdynloss import load, save
+
+    X, y = data
+    clf = make(optimizer=optimizer, max_epochs=2, batch_size=16).fit(X, y)
+    built = _settings(clf)
+    # A warm start with new hyperparameters passes the optimizer only those it has
+    # (RMSprop keeps its own momentum setting, Adagrad has none).
+    clf.set_params(warm_start=True, lr=5e-3, momentum=0.5)
+    clf.fit(X, y)
+    clf.partial_fit(X, y)
+    for group, before in zip(_settings(clf), built, strict=True):
+        assert group.keys() == before.keys()
+        assert group["lr"] == 5e-3
+        if "momentum" in group:
+            expected = 0.5 if optimizer is torch.optim.SGD else before["momentum"]
+            assert group["momentum"] == expected
+    assert clf.n_iter_ == 5
+    # Saved and loaded, it continues exactly as the original does.
+    save(clf, tmp_path / "model.skdl")
+    loaded = load(tmp_path / "model.skdl")
+    assert _settings(loaded) == _settings(clf)
+    for estimator in (clf, loaded):
+        estimator.partial_fit(X, y)
+        estimator.set_params(max_epochs=1).fit(X, y)
+    assert loaded.n_iter_ == clf.n_iter_ == 7
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    state, loaded_state = (
+        _plainly(e.net_.optimizer_.state_dict()["state"]) for e in (clf, loaded)
+    )
+    assert state and loaded_state == state
+
+
+def _plainly(value):
+    """Tensors (also in dicts and lists) as lists of numbers, to compare with ==."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plainly(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plainly(v) for v in value]
+    return value
+
+
+def test_an_optimizer_for_sparse_gradients_is_refused(data):
+    clf = make(optimizer=torch.optim.SparseAdam)
+    with pytest.raises(InvalidParameterError, match="'optimizer'.*sparse"):
+        clf.fit(*data)
+    assert not hasattr(clf, "net_")
+
+
+# ------------------------------------------------- early stopping, partial_fit
+
+
+def test_partial_fit_with_early_stopping_is_refused_as_by_mlp_classifier(data):
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = data
+    with pytest.raises(ValueError) as sklearn_error:
+        MLPClassifier(early_stopping=True).partial_fit(X, y, classes=np.unique(y))
+    clf = make(early_stopping=True)
+    with pytest.raises(ValueError) as error:
+        clf.partial_fit(X, y, classes=np.unique(y))
+    assert str(error.value) == str(sklearn_error.value)
+    assert not hasattr(clf, "net_")
+    # Also after a fit with early stopping: the fitted model is left as it was.
+    clf.fit(X, y)
+    before = clf.predict_proba(X), clf.n_iter_
+    with pytest.raises(ValueError, match="early_stopping=True"):
+        clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), before[0])
+    assert clf.n_iter_ == before[1]
+    # Without early stopping partial_fit continues the same model.
+    clf.set_params(early_stopping=False)
+    with pytest.raises(ValueError, match="early_stopping changed"):
+        clf.partial_fit(X, y)
+
+
+# ------------------------------------------------ callables: clear errors
+
+
+def _ce(outputs, y):
+    return torch.nn.functional.cross_entropy(outputs, y, reduction="none")
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"loss": lambda o, y: _ce(o, y).detach()}, "'loss'.*not attached"),
+        ({"loss": lambda o, y: (o.argmax(1) != y).long()}, "'loss'.*torch.int64"),
+        ({"loss": lambda o, y: o.argmax(1) != y}, "'loss'.*torch.bool"),
+        ({"loss": lambda o: o.sum(1)}, "'loss'.*two arguments"),
+        ({"loss": lambda o, y, z: _ce(o, y)}, "'loss'.*two arguments"),
+        ({"loss": lambda o, y: _ce(o, y).mean()}, r"'loss'.*shape \(\)"),
+        ({"loss": lambda o, y: np.zeros(len(y))}, "'loss'.*ndarray"),
+        ({"loss": lambda o, y: o[:, 5]}, "'loss'.*failed.*IndexError"),
+        ({"shape": lambda p, a: np.array([1.0, 2.0])}, "'shape'.*array of shape"),
+        ({"shape": lambda p, a: np.array([2.0])}, r"'shape'.*array of shape \(1,\)"),
+        ({"shape": lambda p, a: "2"}, "'shape'.*one real number"),
+        ({"shape": lambda p, a: 1j}, "'shape'.*one real number"),
+        ({"shape": lambda p: 2.0}, "'shape'.*two arguments"),
+        ({"shape": lambda p, a: -1.0}, "'shape'.*positive"),
+        ({"shape": lambda p, a: [][1]}, "'shape'.*failed.*IndexError"),
+    ],
+)
+def test_broken_loss_and_shape_callables_are_clear_errors(data, params, match):
+    clf = make(**params)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(*data)
+    assert not hasattr(clf, "net_")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"loss": _ce},
+        {"loss": lambda outputs, y, *rest: _ce(outputs, y).double()},
+        {"shape": lambda p, a: np.float32(1 + (a - 1) * p)},
+        {"shape": lambda p, a, *rest: np.asarray(2.0)},
+        {"shape": lambda p, a: 3},
+    ],
+)
+def test_working_loss_and_shape_callables_pass_the_checks(data, params):
+    clf = make(**params).fit(*data)
+    assert clf.n_iter_ == BASE["max_epochs"]

@@ -372,3 +372,63 @@ def test_first_claim_direction_at_one_width():
     assert summary["n_seeds"] == 3
     assert summary["dynamical_mean"] > summary["cross_entropy_mean"] + 0.03
     assert summary["dynamical_better"] >= 2
+
+
+@pytest.fixture
+def no_fits(monkeypatch):
+    """A run that would start fitting fails the test: checks come first."""
+
+    def fit(*args, **kwargs):
+        raise AssertionError("a fit started before the arguments were checked")
+
+    monkeypatch.setattr(reproduce, "run_plans", fit)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds", "0"], "--seeds: expected a positive integer, got 0"),
+        (["--seeds", "-1"], "--seeds: expected a positive integer, got -1"),
+        (["--n-jobs", "0"], "--n-jobs: expected a positive integer, got 0"),
+        (["--n-jobs", "-2"], "--n-jobs: expected a positive integer"),
+        (["--seeds", "two"], "expected an integer"),
+    ],
+)
+def test_impossible_arguments_are_refused_at_once(no_fits, argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main(["width", "--quick", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["file", "below a file"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_fit(
+    no_fits, tmp_path, where, capsys
+):
+    file = tmp_path / "results"
+    file.write_text("a file, not a folder")
+    out = file if where == "file" else file / "sub" / "dir"
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main(["all", "--quick", "--out", out])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}" in err and "is a file, not a folder" in err
+    assert file.read_text() == "a file, not a folder"
+
+
+def test_the_output_folders_are_created_before_the_first_fit(
+    tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "new" / "results"
+    seen = []
+
+    def interrupted(*args, **kwargs):
+        seen.append(out.is_dir())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "run_plans", interrupted)
+    assert reproduce.main(["width", "--quick", "--out", out]) == 130
+    assert seen == [True]
+    # Interrupted, the run writes nothing: the folders it created are gone again.
+    assert list(tmp_path.iterdir()) == []
+    capsys.readouterr()

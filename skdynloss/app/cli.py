@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import experiments
+from ._arguments import positive_int, writable_folder
 
 DEFAULT_FIGURE = "skdynloss-demo.png"
 
@@ -265,16 +266,6 @@ def _demo(args, out=None):
     return 0
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _seed(text):
     try:
         value = int(text)
@@ -335,7 +326,7 @@ def build_parser():
     )
     demo.add_argument(
         "--n-jobs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=(
             "worker processes for the spiral fits (default: the number of CPUs, "
@@ -380,8 +371,37 @@ def main(argv=None):
         # Its own parser reads everything after the name (argparse's REMAINDER would
         # not take a leading option such as --help).
         return _reproduce(argparse.Namespace(rest=argv[1:]))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo" and _has_matplotlib():
+        _check_figure_path(parser, args.out)
     return args.func(args)
+
+
+def _check_figure_path(parser, path):
+    """Refuse at once, before any fit, a figure path that savefig could not write:
+    an unknown format, a folder, a place where no file can be written (missing
+    folders are created)."""
+    from matplotlib.figure import Figure
+
+    path = os.fspath(path)
+    formats = Figure().canvas.get_supported_filetypes()
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    if extension not in formats:
+        parser.error(
+            f"--out {path}: the figure's format is chosen by the extension, one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
+    if os.path.isdir(path):
+        parser.error(
+            f"--out {path} is a folder; give a file name such as {path}/fig.png"
+        )
+    try:
+        writable_folder(os.path.dirname(os.path.abspath(path)))
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} exists and is not writable")
+    except OSError as exc:
+        parser.error(f"--out {path}: {exc}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from skorch.callbacks import Callback
 from .._classifier import DynamicalLossClassifier
 from .._sharpness import ntk_eigenvalues
 from ..datasets import make_spiral
+from ._arguments import positive_int, remove_empty, writable_folder
 
 __all__ = [
     "PAPER",
@@ -1367,7 +1368,7 @@ def build_parser():
     )
     parser.add_argument(
         "--n-jobs",
-        type=int,
+        type=positive_int,
         default=2,
         metavar="N",
         help="worker processes for width and generalisation (default: 2)",
@@ -1380,7 +1381,7 @@ def build_parser():
     )
     parser.add_argument(
         "--seeds",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="run only the first N seeds of width and generalisation "
@@ -1397,14 +1398,18 @@ def main(argv=None):
     each. Returns the exit status: 0, or 130 when interrupted (Ctrl-C), in which case
     nothing is written.
     """
-    args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
-    if args.n_jobs < 1:
-        raise SystemExit("--n-jobs must be at least 1")
+    parser = build_parser()
+    args = parser.parse_args(None if argv is None else [str(a) for a in argv])
+    # Checked (and created) before the first fit, so a long run cannot fail at its end.
+    try:
+        created = writable_folder(args.out)
+    except OSError as exc:
+        parser.error(f"--out {args.out}: {exc}")
     names = list(EXPERIMENTS) if args.name == "all" else [args.name]
     command = "skdynloss reproduce " + " ".join(
         [args.name]
         + (["--quick"] if args.quick else [])
-        + ([f"--seeds {args.seeds}"] if args.seeds else [])
+        + ([f"--seeds {args.seeds}"] if args.seeds is not None else [])
         + (["--paper-length"] if args.paper_length else [])
     )
     import torch
@@ -1414,9 +1419,9 @@ def main(argv=None):
     for name in names:
         plan, _ = EXPERIMENTS[name]
         settings = {}
-        if args.seeds and name == "width":
+        if args.seeds is not None and name == "width":
             settings["n_seeds"] = args.seeds
-        if args.seeds and name == "generalisation":
+        if args.seeds is not None and name == "generalisation":
             settings["spiral_seeds"] = args.seeds
             settings["task_seeds"] = args.seeds
         if args.paper_length and name == "generalisation" and not args.quick:
@@ -1440,6 +1445,7 @@ def main(argv=None):
     try:
         results = run_plans(plans, n_jobs=args.n_jobs)
     except KeyboardInterrupt:
+        remove_empty(created)
         print(
             f"[{args.name}] interrupted after {_duration(time.perf_counter() - start)}; "
             "nothing was written",
