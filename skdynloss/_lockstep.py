@@ -18,13 +18,16 @@ through the same engine (see :func:`unstackable_reason`).
 """
 
 import math
+import numbers
 import sys
 import time
 import warnings
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.utils import _safe_indexing
+from sklearn.utils.validation import _num_samples
 
 from ._callbacks import stack_aware
 from ._classifier import DynamicalLossClassifier, _hidden_sizes, _resolve_device
@@ -299,6 +302,22 @@ class _Progress:
         return elapsed
 
 
+def check_max_stack_bytes(value):
+    """``max_stack_bytes``: None or a positive number of bytes (a clear error)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"max_stack_bytes must be None or a positive number of bytes, got "
+            f"{type(value).__name__} {value!r:.40}."
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"max_stack_bytes must be None or a positive number of bytes, got {value!r}."
+        )
+    return value
+
+
 def fit_datasets(
     estimators,
     datasets,
@@ -329,6 +348,7 @@ def fit_datasets(
     fit_times : list of float
         Seconds per estimator (its preparation and record, and its share of its stack).
     """
+    check_max_stack_bytes(max_stack_bytes)
     n = len(estimators)
     if len(datasets) != n:
         raise ValueError(f"{len(datasets)} data sets for {n} estimators.")
@@ -506,20 +526,39 @@ def fit_lockstep(
     >>> [len(m.loss_curve_) for m in fit_lockstep(models, X, y)]
     [10, 10, 10]
     """
+    if isinstance(estimators, str | BaseEstimator) or not hasattr(estimators, "__iter__"):
+        raise TypeError(
+            "estimators must be a list of DynamicalLossClassifier, got "
+            f"{type(estimators).__name__}."
+        )
     estimators = list(estimators)
+    for i, est in enumerate(estimators):
+        if not isinstance(est, BaseEstimator) or not hasattr(est, "fit"):
+            raise TypeError(
+                f"estimators[{i}] is {type(est).__name__} ({est!r:.60}), not an "
+                "estimator: pass a list of DynamicalLossClassifier."
+            )
+    check_max_stack_bytes(max_stack_bytes)
     if rows is not None and len(rows) != len(estimators):
         raise ValueError(
             f"rows holds {len(rows)} index arrays for {len(estimators)} estimators."
         )
+    n_rows = _num_samples(X)
     datasets = []
     for k in range(len(estimators)):
         if rows is None:
             datasets.append((X, y, sample_weight, "all"))
             continue
         r = np.asarray(rows[k])
-        if r.ndim != 1 or not np.issubdtype(r.dtype, np.integer):
+        if r.ndim != 1 or not (np.issubdtype(r.dtype, np.integer) or r.size == 0):
             raise ValueError(
-                "rows must hold one 1-d array of row indices per estimator."
+                f"rows[{k}] must be a 1-d array of integer row indices, got an array "
+                f"of shape {r.shape} and dtype {r.dtype}."
+            )
+        if r.size and (r.min() < -n_rows or r.max() >= n_rows):
+            raise ValueError(
+                f"rows[{k}] holds row indices from {r.min()} to {r.max()}, outside "
+                f"the {n_rows} rows of X."
             )
         datasets.append(
             (

@@ -510,3 +510,21 @@ def test_a_module_a_stack_cannot_map_trains_alone(spiral):
     alone = _fit_alone(estimators, X, y)
     for a, b in zip(estimators, alone, strict=True):
         _assert_same_fit(a, b, X)
+
+
+def test_fit_lockstep_refuses_bad_arguments_clearly(spiral):
+    X, y = spiral
+    est = DynamicalLossClassifier(hidden_layer_sizes=(4,), max_epochs=1)
+    with pytest.raises(ValueError, match=r"rows\[0\] holds row indices .* outside"):
+        fit_lockstep([est], X, y, rows=[np.array([0, len(X)])])
+    with pytest.raises(ValueError, match=r"rows\[0\] must be a 1-d array of integer"):
+        fit_lockstep([est], X, y, rows=[np.array([0.5, 1.0])])
+    with pytest.raises(TypeError, match="max_stack_bytes must be None or a positive"):
+        fit_lockstep([est], X, y, max_stack_bytes="8 MiB")
+    with pytest.raises(ValueError, match="max_stack_bytes must be None or a positive"):
+        fit_lockstep([est], X, y, max_stack_bytes=-1)
+    with pytest.raises(TypeError, match=r"estimators\[1\] is str"):
+        fit_lockstep([est, "mlp"], X, y)
+    with pytest.raises(TypeError, match="estimators must be a list"):
+        fit_lockstep(est, X, y)
+    assert not hasattr(est, "net_")
