@@ -399,3 +399,47 @@ def test_a_group_is_cut_into_balanced_stacks(capsys):
     assert err.count("(3 models)") >= 3 and "(4 models)" not in err
     assert "group 1/1 part 3/3" in err
     assert len(search.cv_results_["params"]) == 3
+
+
+def test_default_stack_bound_on_a_cpu_is_cache_sized_and_shared_with_reproduce(
+    monkeypatch, capsys
+):
+    from skdynloss._lockstep import balanced_chunks, default_max_stack_bytes, model_bytes
+    from skdynloss.app import reproduce
+
+    bound = default_max_stack_bytes("cpu")
+    # A few caches' worth (megabytes), not a share of the machine's memory.
+    assert 2**20 <= bound <= 2**28
+    assert default_max_stack_bytes() == bound
+    assert reproduce.STACK_BYTES == bound
+    # The reproductions cut their stacks by the same rule by default.
+    X, y = make_spiral(100)
+    ests = [
+        reproduce.paper_estimator(
+            amplitude=a, max_epochs=2, sharpness_every=None, compute_sharpness=False
+        )
+        for a in range(1, 21)
+    ]
+    per_model = model_bytes(ests[0], len(X), 2, 3)
+    units = reproduce._units(ests, [{"X": X, "y": y}] * 20, None)
+    size = max(1, bound // per_model)
+    assert [len(u) for u in units] == [len(c) for c in balanced_chunks(ests, size)]
+    # So does a search: 80 fits of one group, cut into the stacks the bound allows.
+    clf = DynamicalLossClassifier(
+        hidden_layer_sizes=(30,), batch_size=-1, max_epochs=1, compute_sharpness=False
+    )
+    X, y = make_spiral()
+    grid = {"amplitude": [1, 5, 20, 70], "period": [1, 3, 10, 30]}
+    LockstepGridSearchCV(clf, grid, cv=5, verbose=1).fit(X, y)
+    size = bound // model_bytes(clf, 240, 2, 3)
+    n_stacks = -(-80 // size)
+    err = capsys.readouterr().err
+    if n_stacks > 1:
+        assert f"part {n_stacks}/{n_stacks}" in err
+    else:
+        assert "part" not in err
+    # On CUDA the bound is memory.
+    monkeypatch.setattr(
+        "skdynloss._classifier._available_memory", lambda device: 8 * 2**30
+    )
+    assert default_max_stack_bytes("cuda:0") == 2 * 2**30
