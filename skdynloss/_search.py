@@ -585,27 +585,42 @@ _PARAMS_DOC = """
         :func:`skdynloss._lockstep.model_bytes`: parameters, gradients, optimizer
         moments and the divergence guard's copies, 6 numbers per parameter, plus
         one batch's activations). None is
-        :func:`skdynloss._lockstep.default_max_stack_bytes`: on a CPU the size
-        measured fastest per model and step (stacks that stay in a core's cache),
-        on CUDA a quarter of the free memory.
-
-    The other parameters are {twin}'s; ``verbose >= 1`` also prints a line per
-    group and per stack and shows a progress bar over each stack's epochs.
+        :func:`skdynloss._lockstep.default_max_stack_bytes`: on a CPU one core's
+        share of the last-level cache (the stack size measured fastest per model and
+        step), on CUDA a quarter of the free memory.
+    {others}
+        As for {twin}. ``n_jobs`` runs the stacks (and the fits that are not
+        stacked) in parallel, and ``verbose >= 1`` also prints a line per group and
+        per stack and shows a progress bar over each stack's epochs.
 
     Attributes
     ----------
-    The attributes of {twin}. ``mean_fit_time`` of a stacked fit is its share of
-    its stack's time (the stack's time divided by its models), plus its own
-    preparation and record.
+    {attributes}
+        As for {twin}. ``mean_fit_time`` of a stacked fit is its share of its
+        stack's time (the stack's time divided by its models), plus its own
+        preparation and record.
 """
+
+_ATTRIBUTES = (
+    "cv_results_, best_estimator_, best_score_, best_params_, best_index_, scorer_, "
+    "n_splits_, refit_time_, multimetric_"
+)
+_HALVING_ATTRIBUTES = (
+    ", n_resources_, n_candidates_, n_remaining_candidates_, max_resources_, "
+    "min_resources_, n_iterations_, n_possible_iterations_, n_required_iterations_"
+)
 
 
 def _doc(summary, twin, example):
+    others = ", ".join(list(inspect.signature(twin).parameters)[1:])
+    attributes = _ATTRIBUTES + (_HALVING_ATTRIBUTES if "Halving" in twin.__name__ else "")
+    name = twin.__name__
     return (
-        f"{summary}\n{_COMMON_DOC.format(twin=twin)}\n    Parameters\n    ----------"
+        f"{summary}\n{_COMMON_DOC.format(twin=name)}\n    Parameters\n    ----------"
         f"\n    estimator : DynamicalLossClassifier or Pipeline\n        The estimator, "
-        f"or a Pipeline whose last step is one.\n{_PARAMS_DOC.format(twin=twin)}\n"
-        f"    See Also\n    --------\n    sklearn.model_selection.{twin} : the search "
+        f"or a Pipeline whose last step is one."
+        f"{_PARAMS_DOC.format(twin=name, others=others, attributes=attributes)}\n"
+        f"    See Also\n    --------\n    sklearn.model_selection.{name} : the search "
         f"this one reproduces.\n    skdynloss.fit_lockstep : the stacked fits, for any "
         f"list of estimators.\n\n    Examples\n    --------\n{example}"
     )
@@ -615,7 +630,7 @@ class LockstepGridSearchCV(GridSearchCV, _LockstepSearch):
     __doc__ = _doc(
         "GridSearchCV that trains a DynamicalLossClassifier's candidates and folds at "
         "once.",
-        "GridSearchCV",
+        GridSearchCV,
         """\
     >>> from skdynloss import DynamicalLossClassifier, LockstepGridSearchCV, make_spiral
     >>> X, y = make_spiral(30)
@@ -667,7 +682,7 @@ class LockstepRandomizedSearchCV(RandomizedSearchCV, _LockstepSearch):
     __doc__ = _doc(
         "RandomizedSearchCV that trains a DynamicalLossClassifier's candidates and "
         "folds at once.",
-        "RandomizedSearchCV",
+        RandomizedSearchCV,
         """\
     >>> from scipy.stats import loguniform, uniform
     >>> from skdynloss import (DynamicalLossClassifier, LockstepRandomizedSearchCV,
@@ -725,14 +740,14 @@ class LockstepRandomizedSearchCV(RandomizedSearchCV, _LockstepSearch):
 class LockstepHalvingGridSearchCV(HalvingGridSearchCV, _LockstepSearch):
     __doc__ = _doc(
         "HalvingGridSearchCV that trains each round's candidates and folds at once.",
-        "HalvingGridSearchCV",
+        HalvingGridSearchCV,
         """\
     >>> from skdynloss import (DynamicalLossClassifier, LockstepHalvingGridSearchCV,
     ...                        make_spiral)
     >>> X, y = make_spiral(30)
     >>> clf = DynamicalLossClassifier(hidden_layer_sizes=(8,), random_state=0)
     >>> search = LockstepHalvingGridSearchCV(
-    ...     clf, {"amplitude": [1, 5, 20], "period": [1, 2, 4]},
+    ...     clf, {"amplitude": [1, 5, 20], "period": [0.5, 1, 2]},
     ...     resource="max_epochs", min_resources=3, max_resources=27, cv=3,
     ... ).fit(X, y)
     >>> search.n_resources_
@@ -788,7 +803,7 @@ class LockstepHalvingGridSearchCV(HalvingGridSearchCV, _LockstepSearch):
 class LockstepHalvingRandomSearchCV(HalvingRandomSearchCV, _LockstepSearch):
     __doc__ = _doc(
         "HalvingRandomSearchCV that trains each round's candidates and folds at once.",
-        "HalvingRandomSearchCV",
+        HalvingRandomSearchCV,
         """\
     >>> from scipy.stats import loguniform
     >>> from skdynloss import (DynamicalLossClassifier,
