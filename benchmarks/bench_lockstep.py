@@ -75,7 +75,11 @@ from skdynloss._lockstep import (  # noqa: E402
 
 GRID = {"amplitude": [1, 5, 20, 70], "period": [1, 3, 10, 30]}
 SPACE = {"amplitude": loguniform(1, 100), "period": uniform(1, 29)}
-HALVING_GRID = {"amplitude": [1, 10, 50], "period": [1, 3, 10], "random_state": [0, 1, 2]}
+HALVING_GRID = {
+    "amplitude": [1, 10, 50],
+    "period": [1, 3, 10],
+    "random_state": [0, 1, 2],
+}
 PARTS = ("grid", "randomized", "halving", "n_jobs", "stacks")
 
 
@@ -170,32 +174,48 @@ def search_parts(parts, cases, rounds):
             r = side_by_side(pair, X, y, rounds, _warm(pair, short))
             d = _max_diff(r["LockstepGridSearchCV"][1], r["GridSearchCV"][1])
             rows.append(
-                _row("grid", name, "GridSearchCV", r["GridSearchCV"],
-                     "LockstepGridSearchCV", r["LockstepGridSearchCV"], None,
-                     f"max|dscore| {d:.2g}")  # fmt: skip
+                _row(
+                    "grid",
+                    name,
+                    "GridSearchCV",
+                    r["GridSearchCV"],
+                    "LockstepGridSearchCV",
+                    r["LockstepGridSearchCV"],
+                    None,
+                    f"max|dscore| {d:.2g}",
+                )  # fmt: skip
             )
         if "randomized" in parts:
             kw = dict(n_iter=16, cv=_cv(), n_jobs=1, random_state=0)
             pair = {
-                "RandomizedSearchCV": lambda c=clf: RandomizedSearchCV(c, SPACE, **kw),
-                "LockstepRandomizedSearchCV": lambda c=clf: LockstepRandomizedSearchCV(
+                "RandomizedSearchCV": lambda c=clf, kw=kw: RandomizedSearchCV(
                     c, SPACE, **kw
+                ),
+                "LockstepRandomizedSearchCV": lambda c=clf, kw=kw: (
+                    LockstepRandomizedSearchCV(c, SPACE, **kw)
                 ),
             }
             r = side_by_side(pair, X, y, rounds, _warm(pair, short))
             a, b = r["LockstepRandomizedSearchCV"][1], r["RandomizedSearchCV"][1]
             rows.append(
-                _row("randomized", name, "RandomizedSearchCV", r["RandomizedSearchCV"],
-                     "LockstepRandomizedSearchCV", r["LockstepRandomizedSearchCV"],
-                     4.0, f"max|dscore| {_max_diff(a, b):.2g}")  # fmt: skip
+                _row(
+                    "randomized",
+                    name,
+                    "RandomizedSearchCV",
+                    r["RandomizedSearchCV"],
+                    "LockstepRandomizedSearchCV",
+                    r["LockstepRandomizedSearchCV"],
+                    4.0,
+                    f"max|dscore| {_max_diff(a, b):.2g}",
+                )  # fmt: skip
             )
         if "halving" in parts:
             kw = dict(cv=StratifiedKFold(5), factor=3, n_jobs=1, random_state=0)
             pair = {
-                "HalvingGridSearchCV": lambda c=clf: HalvingGridSearchCV(
+                "HalvingGridSearchCV": lambda c=clf, kw=kw: HalvingGridSearchCV(
                     c, HALVING_GRID, **kw
                 ),
-                "LockstepHalvingGridSearchCV": lambda c=clf: (
+                "LockstepHalvingGridSearchCV": lambda c=clf, kw=kw: (
                     LockstepHalvingGridSearchCV(c, HALVING_GRID, **kw)
                 ),
             }
@@ -203,16 +223,26 @@ def search_parts(parts, cases, rounds):
             a, b = r["LockstepHalvingGridSearchCV"][1], r["HalvingGridSearchCV"][1]
             same = "same best" if a.best_params_ == b.best_params_ else "OTHER best"
             rows.append(
-                _row("halving", name, "HalvingGridSearchCV", r["HalvingGridSearchCV"],
-                     "LockstepHalvingGridSearchCV", r["LockstepHalvingGridSearchCV"],
-                     3.0, f"{same}, max|dscore| {_max_diff(a, b):.2g}",
-                     f"; {sum(b.n_candidates_)} candidates in {b.n_iterations_} "
-                     "rounds")  # fmt: skip
+                _row(
+                    "halving",
+                    name,
+                    "HalvingGridSearchCV",
+                    r["HalvingGridSearchCV"],
+                    "LockstepHalvingGridSearchCV",
+                    r["LockstepHalvingGridSearchCV"],
+                    3.0,
+                    f"{same}, max|dscore| {_max_diff(a, b):.2g}",
+                    f"; {sum(b.n_candidates_)} candidates in {b.n_iterations_} rounds",
+                )  # fmt: skip
             )
         if "n_jobs" in parts:
             pair = {
-                "n_jobs=1": lambda c=clf: LockstepGridSearchCV(c, GRID, cv=_cv(), n_jobs=1),
-                "n_jobs=2": lambda c=clf: LockstepGridSearchCV(c, GRID, cv=_cv(), n_jobs=2),
+                "n_jobs=1": lambda c=clf: LockstepGridSearchCV(
+                    c, GRID, cv=_cv(), n_jobs=1
+                ),
+                "n_jobs=2": lambda c=clf: LockstepGridSearchCV(
+                    c, GRID, cv=_cv(), n_jobs=2
+                ),
             }
             r = side_by_side(pair, X, y, rounds, _warm(pair, short))
             d = _max_diff(r["n_jobs=2"][1], r["n_jobs=1"][1])
@@ -221,10 +251,17 @@ def search_parts(parts, cases, rounds):
             per_model = model_bytes(clf, len(X) * 4 // 5, X.shape[1], len(set(y)))
             n_stacks = -(-80 // max(1, default_max_stack_bytes("cpu") // per_model))
             rows.append(
-                _row("n_jobs", name, "Lockstep n_jobs=1", r["n_jobs=1"],
-                     "Lockstep n_jobs=2", r["n_jobs=2"], 1.6 if n_stacks > 1 else None,
-                     ("identical" if d == 0 else f"max|dscore| {d:.2g}")
-                     + f"; {n_stacks} stack(s) of the 80 fits")  # fmt: skip
+                _row(
+                    "n_jobs",
+                    name,
+                    "Lockstep n_jobs=1",
+                    r["n_jobs=1"],
+                    "Lockstep n_jobs=2",
+                    r["n_jobs=2"],
+                    1.6 if n_stacks > 1 else None,
+                    ("identical" if d == 0 else f"max|dscore| {d:.2g}")
+                    + f"; {n_stacks} stack(s) of the 80 fits",
+                )  # fmt: skip
             )
     return rows
 
@@ -245,15 +282,27 @@ def stack_sizes(quick):
             "spiral 2-100-3, full batch, float64",
             X,
             y,
-            dict(hidden_layer_sizes=(100,), optimizer="sgd", lr=0.1, momentum=0.0,
-                 batch_size=-1, dtype="float64", max_epochs=40 if quick else 400),
+            dict(
+                hidden_layer_sizes=(100,),
+                optimizer="sgd",
+                lr=0.1,
+                momentum=0.0,
+                batch_size=-1,
+                dtype="float64",
+                max_epochs=40 if quick else 400,
+            ),
         ),  # fmt: skip
         (
             "digits 64-100-10, Adam, batches of 64",
             Xd / 16.0,
             yd,
-            dict(hidden_layer_sizes=(100,), optimizer="adam", lr=1e-3, batch_size=64,
-                 max_epochs=1 if quick else 6),
+            dict(
+                hidden_layer_sizes=(100,),
+                optimizer="adam",
+                lr=1e-3,
+                batch_size=64,
+                max_epochs=1 if quick else 6,
+            ),
         ),  # fmt: skip
     ]
     sizes = (1, 4, 8) if quick else (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)

@@ -89,7 +89,9 @@ amplitude = np.asarray(results["param_amplitude"], dtype=float)
 period = np.asarray(results["param_period"], dtype=float)
 lr = np.asarray(results["param_lr"], dtype=float)
 score = results["mean_test_score"]
-colors = {r: c for r, c in zip(rates, ["tab:blue", "tab:orange", "tab:red"], strict=True)}
+colors = {
+    r: c for r, c in zip(rates, ["tab:blue", "tab:orange", "tab:red"], strict=True)
+}
 
 fig, (left, middle, right) = plt.subplots(
     1, 3, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 3, 2]}

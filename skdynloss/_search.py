@@ -228,8 +228,10 @@ def _unit_cost(estimator, datasets):
     final = _final(estimator)[0]
     try:
         n = max(_num_samples(d[0]) for d in datasets if d is not None)
-        return int(final.max_epochs) * steps_per_epoch(int(final.batch_size), n) * len(
-            datasets
+        return (
+            int(final.max_epochs)
+            * steps_per_epoch(int(final.batch_size), n)
+            * len(datasets)
         )
     except Exception:
         return 0
@@ -613,7 +615,9 @@ _HALVING_ATTRIBUTES = (
 
 def _doc(summary, twin, example):
     others = ", ".join(list(inspect.signature(twin).parameters)[1:])
-    attributes = _ATTRIBUTES + (_HALVING_ATTRIBUTES if "Halving" in twin.__name__ else "")
+    attributes = _ATTRIBUTES + (
+        _HALVING_ATTRIBUTES if "Halving" in twin.__name__ else ""
+    )
     name = twin.__name__
     return (
         f"{summary}\n{_COMMON_DOC.format(twin=name)}\n    Parameters\n    ----------"

@@ -1,4 +1,4 @@
-"""LockstepGridSearchCV gives GridSearchCV's results."""
+"""The lockstep searches give their scikit-learn twins' results."""
 
 import signal
 import threading
@@ -7,15 +7,32 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import loguniform, uniform
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import FitFailedWarning
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.metrics import f1_score, make_scorer
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import (
+    GridSearchCV,
+    HalvingGridSearchCV,
+    HalvingRandomSearchCV,
+    KFold,
+    RandomizedSearchCV,
+)
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from skdynloss import DynamicalLossClassifier, LockstepGridSearchCV, make_spiral
+from skdynloss import (
+    DynamicalLossClassifier,
+    LockstepGridSearchCV,
+    LockstepHalvingGridSearchCV,
+    LockstepHalvingRandomSearchCV,
+    LockstepRandomizedSearchCV,
+    make_spiral,
+)
+from skdynloss._lockstep import balanced_chunks, default_max_stack_bytes, model_bytes
+from skdynloss.app import reproduce
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -189,21 +206,6 @@ def test_interrupt_stops_the_search_cleanly():
 
 
 # ------------------------------------------------- the other searches, and n_jobs
-
-from scipy.stats import loguniform, randint, uniform  # noqa: E402
-from sklearn.experimental import enable_halving_search_cv  # noqa: E402,F401
-from sklearn.model_selection import (  # noqa: E402
-    HalvingGridSearchCV,
-    HalvingRandomSearchCV,
-    RandomizedSearchCV,
-)
-from sklearn.preprocessing import FunctionTransformer  # noqa: E402
-
-from skdynloss import (  # noqa: E402
-    LockstepHalvingGridSearchCV,
-    LockstepHalvingRandomSearchCV,
-    LockstepRandomizedSearchCV,
-)
 
 TWINS = [
     (LockstepGridSearchCV, GridSearchCV),
@@ -386,8 +388,6 @@ def test_n_jobs_splits_one_group_into_stacks_with_identical_results(capsys):
 
 
 def test_a_group_is_cut_into_balanced_stacks(capsys):
-    from skdynloss._lockstep import model_bytes
-
     X, y = make_spiral(30)
     clf = _mlp(hidden_layer_sizes=(6,), batch_size=-1, max_epochs=2)
     per_model = model_bytes(clf, len(X) * 2 // 3, 2, 3)
@@ -404,9 +404,6 @@ def test_a_group_is_cut_into_balanced_stacks(capsys):
 def test_default_stack_bound_on_a_cpu_is_cache_sized_and_shared_with_reproduce(
     monkeypatch, capsys
 ):
-    from skdynloss._lockstep import balanced_chunks, default_max_stack_bytes, model_bytes
-    from skdynloss.app import reproduce
-
     bound = default_max_stack_bytes("cpu")
     # A few caches' worth (megabytes), not a share of the machine's memory.
     assert 2**20 <= bound <= 2**28
