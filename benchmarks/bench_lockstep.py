@@ -142,7 +142,7 @@ def side_by_side(contenders, X, y, rounds, warm):
 
 def _row(part, case, ref_name, ref, ours_name, ours, target, agree, note=""):
     speedup = ref[0] / ours[0]
-    return {
+    row = {
         "part": part,
         "case": case,
         "reference": ref_name,
@@ -154,6 +154,12 @@ def _row(part, case, ref_name, ref, ours_name, ours, target, agree, note=""):
         "verdict": ("met" if speedup >= target else "NOT met") if target else "",
         "agreement": agree + note,
     }
+    print(
+        f"  {part}, {case}: {ref_name} {ref[0]:.2f} s, {ours_name} {ours[0]:.2f} s, "
+        f"{speedup:.2f}x ({row['target']} {row['verdict']}); {row['agreement']}",
+        flush=True,
+    )
+    return row
 
 
 def _max_diff(a, b, key="mean_test_score"):
