@@ -13,7 +13,12 @@ from ._lockstep import fit_lockstep
 from ._losses import DynamicalCrossEntropy, DynamicalLoss, dynamical_loss
 from ._persistence import load, save
 from ._schedules import class_weights
-from ._search import LockstepGridSearchCV
+from ._search import (
+    LockstepGridSearchCV,
+    LockstepHalvingGridSearchCV,
+    LockstepHalvingRandomSearchCV,
+    LockstepRandomizedSearchCV,
+)
 from ._sharpness import (
     EigenResult,
     hessian_eigenvalues,
@@ -34,6 +39,9 @@ __all__ = [
     "DynamicalLossClassifier",
     "EigenResult",
     "LockstepGridSearchCV",
+    "LockstepHalvingGridSearchCV",
+    "LockstepHalvingRandomSearchCV",
+    "LockstepRandomizedSearchCV",
     "class_weights",
     "dynamical_loss",
     "fit_lockstep",

@@ -164,11 +164,49 @@ def model_bytes(estimator, n_rows, n_features, n_classes):
 
 
 def default_max_stack_bytes(device="cpu"):
-    """A quarter of the memory available on ``device`` (1 GiB when unknown)."""
-    from ._classifier import _available_memory
+    """The default bound of one stack's memory (as :func:`model_bytes` counts it).
 
-    available = _available_memory(str(device))
-    return available // 4 if available else 2**30
+    On CUDA (any device but the CPU), a quarter of the device's free memory (1 GiB
+    when unknown): one stack of many small models costs about one launch-bound step.
+    On a CPU, one core's share of the last-level cache (its size over the cores that
+    share it; 16 MiB when unknown), the stack size measured fastest per model and step
+    (``benchmarks/bench_lockstep.py --part stacks``): smaller stacks pay the per-step
+    overhead with fewer models, larger ones spill out of the cache (an MLP 2-100-3 in
+    full batch on the spiral in float64, about 1 MiB per model, cost 2.2 times as much
+    per model and step in a stack of 32 as in one of 12 to 24, on a 32 MiB L3 shared
+    by 2 cores). Each worker of a parallel search holds one stack at a time, so each
+    core's share keeps them all in the cache.
+    """
+    device = str(device)
+    if not device.startswith("cpu"):
+        from ._classifier import _available_memory
+
+        available = _available_memory(device)
+        return available // 4 if available else 2**30
+    import glob
+    import os
+
+    def read(path):
+        with open(path) as f:
+            return f.read().strip()
+
+    best = None
+    try:
+        for index in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+            if read(os.path.join(index, "type")) not in ("Unified", "Data"):
+                continue
+            level = int(read(os.path.join(index, "level")))
+            text = read(os.path.join(index, "size")).upper()
+            size = int(text.rstrip("KMB")) * {"K": 2**10, "M": 2**20}.get(text[-1], 1)
+            cores = 0
+            for part in read(os.path.join(index, "shared_cpu_list")).split(","):
+                first, _, last = part.partition("-")
+                cores += int(last or first) - int(first) + 1
+            if best is None or level > best[0]:
+                best = (level, size // max(cores, 1))
+    except (OSError, ValueError):
+        best = None
+    return best[1] if best and best[1] > 0 else 16 * 2**20
 
 
 def balanced_chunks(items, size):

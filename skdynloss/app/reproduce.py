@@ -46,6 +46,7 @@ import numpy as np
 from skorch.callbacks import Callback
 
 from .._classifier import DynamicalLossClassifier
+from .._lockstep import default_max_stack_bytes
 from .._sharpness import ntk_eigenvalues
 from ..datasets import make_spiral
 from ._arguments import positive_int, remove_empty, writable_folder
@@ -175,12 +176,13 @@ def paper_estimator(**overrides):
 
 
 #: Most memory (as ``skdynloss._lockstep.model_bytes`` counts it) of one stack of the
-#: reproductions. On a CPU a stack whose activations stay in the core's cache (2 MiB of
-#: L2 here) costs about half as much per model and step as a larger one: measured
-#: 219 us per model-step for 8 networks 2-100-3 in one stack against 441 us for 16
-#: (float64, full batch on the spiral, one thread). 8 MiB keeps 8 such networks per
-#: stack, 4 at width 200, 2 at width 400 and 55 at width 10.
-STACK_BYTES = 8 * 2**20
+#: reproductions on this machine's CPU: the searches' rule,
+#: :func:`skdynloss._lockstep.default_max_stack_bytes` (one core's share of the
+#: last-level cache, the stack size measured fastest per model and step; 16 MiB on a
+#: 32 MiB L3 shared by 2 cores: 16 networks 2-100-3 in float64, 8 at width 200, 4 at
+#: width 400). ``fit_estimators`` applies the rule for each stack's device (on CUDA
+#: it is a share of the free memory).
+STACK_BYTES = default_max_stack_bytes("cpu")
 
 
 def _data_keys(data):
@@ -264,7 +266,7 @@ def fit_estimators(
     summarize=None,
     n_jobs=1,
     progress=None,
-    max_stack_bytes=STACK_BYTES,
+    max_stack_bytes=None,
 ):
     """Fit each estimator on its data and return ``summarize(est, data, seconds)``.
 
@@ -295,8 +297,10 @@ def fit_estimators(
         each unit: fits done and in all, the indices and results of the unit's fits,
         its wall time, and the estimated share of all the work done so far (the
         units still running on other workers counted as half done).
-    max_stack_bytes : int, default=STACK_BYTES
-        Most memory of one stack (``skdynloss._lockstep.model_bytes`` per model).
+    max_stack_bytes : int, default=None
+        Most memory of one stack (``skdynloss._lockstep.model_bytes`` per model);
+        None is the searches' rule, ``skdynloss._lockstep.default_max_stack_bytes``
+        of the stack's device (:data:`STACK_BYTES` on this machine's CPU).
 
     Returns
     -------
