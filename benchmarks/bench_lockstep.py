@@ -16,7 +16,9 @@ searches agree. The parts (``--part``):
 * ``n_jobs``: LockstepGridSearchCV with n_jobs=2 against n_jobs=1 on the 80-fit grid,
   whose fits form one group (its stacks go to the two workers); target 1.6x where the
   default bound cuts the group into two stacks or more (digits; the spiral's 80 small
-  networks fit in one), and the same scores bit for bit;
+  networks fit in one), and the same scores bit for bit. Beside it, a control: two
+  pure-Python loops on two joblib workers against one after another (2.0x on two free
+  cores), before and after, which says how much of the machine two workers had;
 * ``stacks``: process CPU time per model and step (best of 3 rounds) against the number of models in one stack
   (an MLP 2-100-3 on the spiral in full batch and float64, as the reproductions train
   it, and the digits MLP 64-100-10 with Adam and batches of 64), and the stack that
@@ -250,7 +252,9 @@ def search_parts(parts, cases, rounds):
                     c, GRID, cv=_cv(), n_jobs=2
                 ),
             }
+            before = parallel_control()
             r = side_by_side(pair, X, y, rounds, _warm(pair, short))
+            control = (before + parallel_control()) / 2
             d = _max_diff(r["n_jobs=2"][1], r["n_jobs=1"][1])
             # The stacks the default bound cuts the group of 80 into: with one,
             # there is nothing to share between the workers.
@@ -266,10 +270,34 @@ def search_parts(parts, cases, rounds):
                     r["n_jobs=2"],
                     1.6 if n_stacks > 1 else None,
                     ("identical" if d == 0 else f"max|dscore| {d:.2g}")
-                    + f"; {n_stacks} stack(s) of the 80 fits",
+                    + f"; {n_stacks} stack(s) of the 80 fits; parallel control "
+                    f"{control:.2f}x",
                 )  # fmt: skip
             )
     return rows
+
+
+def _spin(n):
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def parallel_control(n=20_000_000):
+    """What two worker processes get on this machine now: the ratio of the times of
+    two pure-Python loops one after another and on two joblib workers (2.0 on two
+    free cores; about 1 when other processes hold one of them)."""
+    from joblib import Parallel, delayed
+
+    Parallel(n_jobs=2)(delayed(_spin)(10) for _ in range(2))  # start the workers
+    t0 = time.perf_counter()
+    for _ in range(2):
+        _spin(n)
+    serial = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    Parallel(n_jobs=2)(delayed(_spin)(n) for _ in range(2))
+    return serial / (time.perf_counter() - t0)
 
 
 def _warm(pair, short):

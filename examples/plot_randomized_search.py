@@ -1,7 +1,7 @@
 """
-=====================================================
+=======================================================
 A randomized search that trains its candidates together
-=====================================================
+=======================================================
 
 :class:`~skdynloss.LockstepRandomizedSearchCV` is scikit-learn's
 :class:`~sklearn.model_selection.RandomizedSearchCV`: the same constructor, the same

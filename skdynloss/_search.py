@@ -15,7 +15,9 @@ one) that differ only in what can be stacked as stacks, through
 ``_fit_and_score`` scores them. The stacks, not the groups, are the units of work that
 joblib sends to the ``n_jobs`` workers (or to a dask cluster).
 
-scikit-learn's private names this module relies on (tested with scikit-learn 1.9.x):
+scikit-learn's private names this module relies on (tested with scikit-learn 1.9.x
+only; where an older version lacks the callbacks API or ``_check_input_parameters``,
+``fit`` skips them):
 
 * ``sklearn.base._fit_context``;
 * ``BaseSearchCV``'s ``_get_scorers``, ``_get_routed_params_for_fit``,
@@ -451,7 +453,9 @@ class _LockstepSearch(BaseSearchCV):
         self._checked_cv_orig = check_cv(
             self.cv, y, classifier=is_classifier(self.estimator)
         )
-        self._check_input_parameters(X=X, y=y, split_params=routed.splitter.split)
+        check_input = getattr(self, "_check_input_parameters", None)
+        if check_input is not None:  # not in every older BaseSearchCV
+            check_input(X=X, y=y, split_params=routed.splitter.split)
         self.n_splits_ = self._checked_cv_orig.get_n_splits(
             X, y, **routed.splitter.split
         )

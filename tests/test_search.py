@@ -441,3 +441,33 @@ def test_default_stack_bound_on_a_cpu_is_cache_sized_and_shared_with_reproduce(
         "skdynloss._classifier._available_memory", lambda device: 8 * 2**30
     )
     assert default_max_stack_bytes("cuda:0") == 2 * 2**30
+
+
+def _maybe_fail(X, fail):
+    if fail:
+        raise ValueError("this transformer fails on purpose")
+    return X
+
+
+def test_failing_earlier_step_gives_error_scores_as_the_twin():
+    X, y = make_spiral(30)
+    pipe = make_pipeline(
+        FunctionTransformer(_maybe_fail, kw_args={"fail": False}),
+        _mlp(hidden_layer_sizes=(6,), batch_size=-1, max_epochs=3, lr=0.3),
+    )
+    grid = {
+        "functiontransformer__kw_args": [{"fail": False}, {"fail": True}],
+        "dynamicallossclassifier__amplitude": [1, 5],
+    }
+    kwargs = dict(cv=3, error_score=-1.0, max_stack_bytes=None)
+    with pytest.warns(FitFailedWarning, match="fails on purpose"):
+        a = LockstepGridSearchCV(pipe, grid, **kwargs).fit(X, y)
+    kwargs.pop("max_stack_bytes")
+    with pytest.warns(FitFailedWarning):
+        b = GridSearchCV(pipe, grid, **kwargs).fit(X, y)
+    _close_results(a, b)
+    # ParameterGrid sorts the keys: the amplitude varies slowest.
+    failed = list(a.cv_results_["mean_test_score"] == -1.0)
+    assert failed == [False, True, False, True]
+    with pytest.raises(ValueError, match="fails on purpose"):
+        LockstepGridSearchCV(pipe, grid, cv=3, error_score="raise").fit(X, y)
