@@ -189,9 +189,11 @@ def main(argv=None):
         checks.append(
             {
                 "check": f"{name}: busy / quiet",
-                "slowdown": f"{busy / quiet:.2f}x",
+                "wall": f"{busy / quiet:.2f}x",
+                "CPU": f"{cpu_busy / cpu_quiet:.2f}x",
                 "target": "<= 1.50x",
                 "verdict": "met" if busy / quiet <= 1.5 else "NOT met",
+                "verdict on CPU": "met" if cpu_busy / cpu_quiet <= 1.5 else "NOT met",
             }
         )
     default = iris(n_threads=-1)
@@ -210,7 +212,12 @@ def main(argv=None):
         }
     )
     print_table(rows, title="Fit time (wall), quiet and with a competing process")
-    print_checks(checks, title="Targets (wall time)")
+    print_checks(checks, title="Targets (ratios of medians)")
+    print(
+        "The wall clock is the target's; on a machine that other work keeps busy the\n"
+        "quiet runs already share the cores, and the CPU clock (the process's own\n"
+        "work, which a thread waiting for its core inflates) shows the policy's effect."
+    )
     print(f"after the runs: {_harness.load_note()}")
 
 
