@@ -135,6 +135,8 @@ def crossover(args):
             row[f"{label} 2 threads ms"] = t2 * 1e3
             row[f"{label} 2/1"] = f"{t2 / t1:.2f}x"
         rows_out.append(row)
+        print(f"    rows {rows}, width {width}: quiet 2/1 {row['quiet 2/1']}, busy 2/1 "
+              f"{row['busy 2/1']}", file=sys.stderr, flush=True)  # fmt: skip
     print_table(rows_out)
 
 

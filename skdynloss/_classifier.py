@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _num_features,
     _num_samples,
     check_is_fitted,
     validate_data,
@@ -806,8 +807,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         if self.n_threads is not None:
             return None if self.n_threads == -1 else int(self.n_threads)
         try:
-            rows = _num_samples(X)
-            n_features = np.shape(X)[1]
+            rows, n_features = _num_samples(X), _num_features(X)
             if continuing or not training:
                 n_classes = len(self.classes_)
             elif classes is not None:

@@ -129,3 +129,16 @@ def test_stackable_with_torch_func():
         torch.nn.functional.cross_entropy(out, y).backward()
         for name, p in net.named_parameters():
             torch.testing.assert_close(grads[name][k], p.grad)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    from skdynloss import load, save
+
+    X, y = waves(n_per_class=8, length=24)
+    clf = DynamicalLossClassifier(
+        module="cnn1d", signal_channels=2, max_epochs=2, random_state=0
+    ).fit(X, y)
+    save(clf, tmp_path / "signals.skdl")
+    loaded = load(tmp_path / "signals.skdl")
+    assert loaded.signal_channels == 2
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
