@@ -400,8 +400,9 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         only seeds new fits.
     compute_sharpness : bool, default=True
         Compute ``sharpness_`` after each ``fit`` and ``partial_fit`` call (about a
-        dozen Hessian-vector products over at most ``sharpness_max_samples`` rows);
-        turn it off when calling ``partial_fit`` many times.
+        dozen Hessian-vector products over at most ``sharpness_max_samples`` rows,
+        5-10 % of a default fit on iris); turn it off when calling ``partial_fit``
+        many times.
     sharpness_max_samples : int, default=2048
         Rows of the training data (a seeded random subsample when there are more) over
         which ``sharpness_`` and ``sharpness_history_`` are computed.
@@ -412,8 +413,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         Extra skorch callbacks, deep-copied for every fit.
     verbose : int, default=0
         0 prints nothing; 1 shows a progress bar per ``fit`` (epochs done, loss,
-        training accuracy, time left) on stderr; 2 adds an epoch log, at most one
-        line a second.
+        training accuracy, time left) on stderr, as plain lines when stderr is not a
+        terminal; 2 adds an epoch log, at most one line a second.
     n_threads : int or None, default=None
         torch's intra-op threads during ``fit``, ``partial_fit`` and prediction
         (restored after each call). None chooses from the size of one step's work:
