@@ -354,3 +354,18 @@ def test_results_tables_are_drawn_from_the_csv_files(tmp_path):
         text=True,
     )
     assert run.returncode != 0 and "nope" in run.stderr
+
+
+def test_site_problems_is_what_the_checker_fails_on(tmp_path):
+    # One function behind both: a problem it finds fails the command line too.
+    (tmp_path / "index.html").write_text(
+        '<html><head><script src="https://cdn.example.org/x.js"></script></head>'
+        '<body><table class="autosummary"><tr><td><code>make_spiral</code></td>'
+        "<td><p>The data of the paper's Fig.</p></td></tr></table></body></html>"
+    )
+    failures, report = check_site.site_problems(tmp_path, None, echo=_silent)
+    assert len(failures) == 2 and "pages" not in report
+    assert any("cdn.example.org" in f for f in failures)
+    assert any("make_spiral" in f for f in failures)
+    rc = check_site.main(["--no-build", "--no-browser", "--html-dir", str(tmp_path)])
+    assert rc == 1
