@@ -42,6 +42,8 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from skdynloss import DynamicalLossClassifier  # noqa: E402
 
+_SPIN = "import os, sys\nparent = int(sys.argv[1])\nwhile os.getppid() == parent: pass"
+
 
 @contextlib.contextmanager
 def competitor(on=True):
@@ -50,7 +52,8 @@ def competitor(on=True):
     if not on:
         yield
         return
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # It spins while its parent lives: a benchmark killed mid-run leaves no spinner.
+    proc = subprocess.Popen([sys.executable, "-c", _SPIN, str(os.getpid())])
     with contextlib.suppress(AttributeError, OSError):  # no affinity on macOS
         os.sched_setaffinity(proc.pid, {max(os.sched_getaffinity(0))})
     time.sleep(0.3)  # let it start spinning
@@ -157,7 +160,7 @@ def main(argv=None):
         {
             "iris": "StandardScaler + DynamicalLossClassifier() (defaults)",
             "MLP": f"make_classification {shape}, DynamicalLossClassifier(max_epochs=20)",
-            "competitor": "python -c 'while True: pass', started before each busy run",
+            "competitor": "a Python busy loop on the last core, started before each busy run",
             "timing": f"wall time, medians of {args.repeats} rounds (quiet, then busy)",
         },
     )
