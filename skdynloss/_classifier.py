@@ -401,7 +401,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     compute_sharpness : bool, default=True
         Compute ``sharpness_`` after each ``fit`` and ``partial_fit`` call (about a
         dozen Hessian-vector products over at most ``sharpness_max_samples`` rows,
-        5-10 % of a default fit on iris); turn it off when calling ``partial_fit``
+        at most 10 % of a default fit on iris); turn it off when calling ``partial_fit``
         many times.
     sharpness_max_samples : int, default=2048
         Rows of the training data (a seeded random subsample when there are more) over
