@@ -11,21 +11,24 @@ setting after.
 
 The crossover was measured with ``python benchmarks/bench_threads.py --crossover``: an
 Adam step (forward, backward, update) of a ``width -> width -> 10`` ReLU network on a
-batch of ``rows`` rows, 1 against 2 threads on a 2-core machine, alone and with a
-process spinning on the other core (best of 3; machine shared with other work)::
+batch of ``rows`` rows, 1 against 2 threads on a 2-core virtual machine, alone and
+with a process spinning on the other core (best of 3; the machine shared with other
+work; two runs, the second at commit 8e20a99 with the spinner pinned)::
 
-    rows x multiply-adds per row   alone: 2 / 1 threads   busy: 2 / 1 threads
-    64 x 4.0e3  (width 40)         1.10                   4.1
-    64 x 1.1e4  (width 100)        1.57                   24
-    256 x 1.1e4 (width 100)        1.10                   18
-    64 x 2.7e5  (width 512)        0.70                   1.2
-    1024 x 6.8e4 (width 256)       0.71                   1.8
-    512 x 2.7e5 (width 512)        0.76                   1.1
-    1024 x 1.1e6 (width 1024)      0.49                   1.2
+    multiply-adds per batch     alone: 2 / 1 threads   busy: 2 / 1 threads
+    1.3e5 (64 rows, width 40)   1.10, 1.13             4.1, 7.7
+    7.0e5 (64, 100)             1.57, 1.37             24, 3.2
+    2.8e6 (256, 100)            1.10, 6.0              18, 3.5
+    1.7e7 (64, 512)             0.70, 1.03             1.2, 2.2
+    7.0e7 (1024, 256)           0.71, 0.56             1.8, 1.6
+    1.4e8 (512, 512)            0.76, 0.50             1.1, 1.5
+    2.8e8 (4096, 256)           1.94, 0.68             1.0, 1.2
+    1.1e9 (1024, 1024)          0.49, 0.50             1.2, 1.8
 
-Below about 1e7 multiply-adds per batch a second thread never helped and made a busy
-machine's step up to 24 times slower; above it, two threads were 1.3-2x faster alone
-and at most about 1.8x slower busy. Hence :data:`WORK_PER_THREAD`.
+Up to 1.7e7 multiply-adds per batch a second thread did not help reliably and made a
+busy machine's step up to 24 times slower; from 7e7 on two threads were 1.4-2x faster
+alone and 1.0-1.8x slower busy. Hence a second thread from 4e7 on
+(:data:`WORK_PER_THREAD`).
 """
 
 import contextlib
@@ -34,7 +37,7 @@ import torch
 
 #: Multiply-adds per training step (batch rows x multiply-adds of one row's forward
 #: pass) that each thread must have before a second one is worth starting.
-WORK_PER_THREAD = 8_000_000
+WORK_PER_THREAD = 20_000_000
 
 #: A forward pass alone (prediction) is about a third of a training step's work.
 _FORWARD_SHARE = 1 / 3

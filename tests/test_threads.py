@@ -110,7 +110,8 @@ def test_prediction_uses_the_policy_and_restores(four_threads):
 def test_large_batches_of_wide_layers_get_more_threads(four_threads):
     X, y = _data(n=4000, n_features=100)
     clf = DynamicalLossClassifier(hidden_layer_sizes=(256,), batch_size=-1)
-    # 4000 rows x (100 x 256 + 256 x 2) multiply-adds: 1e8, capped at torch's 4.
+    # 4000 rows x (100 x 256 + 256 x 2) multiply-adds: 1e8 (5 threads' worth), capped
+    # at torch's 4.
     assert clf._threads(X, y) == 4
     assert clf.set_params(batch_size=64)._threads(X, y) == 1
     assert clf.set_params(n_threads=2)._threads(X, y) == 2
@@ -119,8 +120,8 @@ def test_large_batches_of_wide_layers_get_more_threads(four_threads):
     assert signals._threads(X, y) == 4
     assert signals.set_params(batch_size=16)._threads(X, y) == 1
     images = DynamicalLossClassifier(module="cnn", batch_size=-1)
-    assert images._threads(*_data(n=400, n_features=64)) == 4
-    assert images.set_params(batch_size=2)._threads(*_data(n=400, n_features=64)) == 1
+    assert images._threads(*_data(n=1000, n_features=64)) == 4
+    assert images.set_params(batch_size=2)._threads(*_data(n=1000, n_features=64)) == 1
     # A callable module's work is unknown: torch's setting as it is.
     assert DynamicalLossClassifier(module=torch.nn.Linear)._threads(X, y) is None
 
