@@ -10,7 +10,8 @@
   with the range of the per-round paired ratios), ``print_table``;
 * data: the paper's spiral generated here from its description, digits standardised;
 * references: ``reference_fit``, a torch loop written from the formula of
-  ``/work/shared/DESIGN.md`` section 1 with torch alone. Nothing in this file imports a
+  the formula of the dynamical loss (the user guide's "The class weights") with
+  torch alone. Nothing in this file imports a
   function, constant or seed derivation from skdynloss: the package is measured against
   an independent reference, never against itself. Only ``estimator`` (the contender)
   and ``print_header`` (its version) import skdynloss.
@@ -358,7 +359,7 @@ class Copies:
 
 
 def weight_schedule(t, n_classes, amplitude, period, plain_from=math.inf):
-    """Gamma_c(t) of DESIGN.md section 1, for an array of times: shape (len(t), C).
+    """Gamma_c(t) of the dynamical loss's formula, for an array of times: shape (len(t), C).
 
     tau = t mod T; focus c = floor(t / T) mod C; raw focus weight the triangle
     1 -> A -> 1 over a period, others 1; normalised to sum to C. From ``plain_from`` on

@@ -1,6 +1,6 @@
 """Memory: the size of a fitted estimator on disk, and the peak RSS of a fit.
 
-size  (issue 9, target 3) a fitted DynamicalLossClassifier (its defaults, random_state
+size  (target) a fitted DynamicalLossClassifier (its defaults, random_state
       0) is pickled and joblib-dumped; the size must be at most 3x that of what it has
       to keep: its module's state_dict, its optimizer's state_dict and its per-epoch
       record (``dynamics_``), each pickled (every tensor in storage of its own). Cases: the default MLP (64 -> 100 -> 10)

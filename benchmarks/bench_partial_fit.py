@@ -1,4 +1,4 @@
-"""Cost per partial_fit call as the calls accumulate (issue 9, target 5).
+"""Cost per partial_fit call as the calls accumulate (target: flat).
 
 Two estimators (compute_sharpness=False) are trained by ``--calls`` (3000) partial_fit
 calls each, their calls alternating so that load from other processes hits both alike:

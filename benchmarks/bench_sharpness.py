@@ -1,6 +1,6 @@
 """Cost and accuracy of ``sharpness_``: fit with and without ``compute_sharpness``.
 
-Issue target: with the defaults, fitting with ``compute_sharpness=True`` takes at most
+Target: with the defaults, fitting with ``compute_sharpness=True`` takes at most
 1.25x the time of fitting without it on the digits MLP (64 -> 100 -> 10, 20 epochs,
 batch 64). Also reports the Hessian-vector products used, Lanczos' residual, and the
 error of the reported value against a tight-tolerance reference and against the dense

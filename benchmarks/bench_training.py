@@ -12,8 +12,8 @@ Contenders: ``reference``, a torch loop written from the formula (``_harness.
 reference_fit``: torch's fused SGD/Adam, the same dynamical loss and per-epoch record);
 ``skdynloss`` starting from a deep copy of the reference's initial module; the same with
 one empty skorch Callback in ``callbacks=[...]``; for information, the reference without
-its record (what the record costs) and scikit-learn's MLPClassifier on the same work. Targets (issue 9): skdynloss <= 1.2x the reference (6),
-with the empty callback <= 1.1x without (4), in both regimes.
+its record (what the record costs) and scikit-learn's MLPClassifier on the same work. Targets: skdynloss <= 1.2x the reference,
+with the empty callback <= 1.1x without, in both regimes.
 
 Before timing, a float64 run of 100 full-batch steps checks that the reference loop and
 the fit agree: per-epoch loss, cross-entropy, accuracy, class weights, clock time and

@@ -93,7 +93,7 @@ DATASET_NOTES = {
     "random_state=0)",
 }
 
-# The estimator's defaults when this script was written (issue 11), and the recommended
+# The estimator's defaults when this script was written, and the recommended
 # ones the sweep chose (docs/defaults.rst): lr 3e-3 and a period of max_epochs /
 # (2 * n_classes + 1), amplitude, batch size and epochs unchanged.
 CURRENT = "A=10 T=10 lr=1e-3 bs=64 ep=100"

@@ -329,6 +329,11 @@ _PROBE = r"""(async () => {
   r.sidebar_overflow = [...d.querySelectorAll(".bd-sidebar-primary, .bd-sidebar-secondary")]
     .filter((e) => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
     .map((e) => e.className.split(" ")[0]);
+  // A side column shown with no link in it: a title over nothing.
+  r.empty_sidebars = [...d.querySelectorAll(".bd-sidebar-primary, .bd-sidebar-secondary")]
+    .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().width > 0)
+    .filter((e) => ![...e.querySelectorAll("nav a, .bd-toc a, .toctree-l1 a")].length)
+    .map((e) => e.className.split(" ")[0]);
   r.heading_links = [...d.querySelectorAll("article :is(h1, h2, h3, h4, h5, h6)")]
     .filter((h) => [...h.querySelectorAll("a")].some((a) => !a.classList.contains("headerlink")))
     .map((h) => h.textContent.replace("#", "").trim());
@@ -551,6 +556,7 @@ def page_problems(result):
         ("requests_off_site", "request off the machine"),
         ("broken_images", "image did not load"),
         ("sidebar_overflow", "side column scrolls sideways"),
+        ("empty_sidebars", "side column with nothing in it"),
     ]:
         out.extend(f"{label}: {item}" for item in result.get(key) or [])
     if result.get("math") and not result.get("mathjax"):
@@ -563,6 +569,56 @@ def page_problems(result):
             f"{o['column_px']} px column ({o['longest_line']} characters: {o['line']!r})"
         )
     return out
+
+
+# -- all checks --------------------------------------------------------------------
+
+
+def site_problems(html_dir, chromium=None, screenshot_dir=None, echo=print):
+    """Every check on a built site: ``(failures, report)``.
+
+    ``failures`` is a list of strings, one per problem; ``chromium=None`` leaves the
+    browser checks out (``report["pages"]`` is then absent). This is what ``main``
+    reports and what ``tests/test_docs.py`` asserts to be empty.
+    """
+    html_dir = Path(html_dir)
+    failures, report = [], {}
+    echo("\n== assets fetched from the web")
+    ext = external_assets(html_dir)
+    report["external_assets"] = ext
+    for page, what, url in ext:
+        failures.append(f"{page}: {what} {url}")
+        echo(f"  FAIL {page}: {what} {url}")
+    echo(f"  {len(ext)} found")
+
+    echo("\n== API summaries")
+    summaries = summary_problems(html_dir)
+    report["summaries"] = summaries
+    for page, name, text, why in summaries:
+        failures.append(f"{page}: summary of {name}: {why}")
+        echo(f"  FAIL {page}: {name}: {why}\n       {text!r}")
+    echo(f"  {len(summaries)} bad")
+
+    if chromium is not None:
+        echo(f"\n== every page in {Path(chromium).name} at {WIDTH} px, from file://")
+        results, shots = browse(html_dir, chromium, screenshot_dir)
+        report["pages"] = results
+        for r in results:
+            for problem in page_problems(r):
+                failures.append(f"{r['page']}: {problem}")
+                echo(f"  FAIL {r['page']}: {problem}")
+        n_math = sum(r.get("math", 0) for r in results)
+        columns = [r["code_column_px"] for r in results if r.get("code_column_px")]
+        echo(
+            f"  {len(results)} pages, {n_math} formulas; narrowest code column "
+            f"{min(columns) if columns else '-'} px"
+        )
+        if shots:
+            echo(f"\n== screenshots ({WIDTH} x {HEIGHT})")
+            report["screenshots"] = [str(p) for p in shots]
+            for p in shots:
+                echo(f"  {p}")
+    return failures, report
 
 
 # -- main --------------------------------------------------------------------------
@@ -611,49 +667,13 @@ def main(argv=None):
         print(f"no site at {html_dir}")
         return 1
 
-    print("\n== assets fetched from the web")
-    ext = external_assets(html_dir)
-    report["external_assets"] = ext
-    for page, what, url in ext:
-        failures.append(f"{page}: {what} {url}")
-        print(f"  FAIL {page}: {what} {url}")
-    print(f"  {len(ext)} found")
-
-    print("\n== API summaries")
-    summaries = summary_problems(html_dir)
-    report["summaries"] = summaries
-    for page, name, text, why in summaries:
-        failures.append(f"{page}: summary of {name}: {why}")
-        print(f"  FAIL {page}: {name}: {why}\n       {text!r}")
-    print(f"  {len(summaries)} bad")
-
-    if not args.no_browser:
-        chromium = find_chromium(args.chromium)
-        if chromium is None:
-            failures.append(
-                "no chromium (apt-get install chromium, or --chromium PATH)"
-            )
-            print("no chromium found")
-        else:
-            print(
-                f"\n== every page in {Path(chromium).name} at {WIDTH} px, from file://"
-            )
-            results, shots = browse(html_dir, chromium, args.screenshots)
-            report["pages"] = results
-            for r in results:
-                for problem in page_problems(r):
-                    failures.append(f"{r['page']}: {problem}")
-                    print(f"  FAIL {r['page']}: {problem}")
-            n_math = sum(r.get("math", 0) for r in results)
-            columns = [r["code_column_px"] for r in results if r.get("code_column_px")]
-            print(
-                f"  {len(results)} pages, {n_math} formulas; narrowest code column "
-                f"{min(columns) if columns else '-'} px"
-            )
-            print(f"\n== screenshots ({WIDTH} x {HEIGHT})")
-            report["screenshots"] = [str(p) for p in shots]
-            for p in shots:
-                print(f"  {p}")
+    chromium = None if args.no_browser else find_chromium(args.chromium)
+    found, checked = site_problems(html_dir, chromium, args.screenshots)
+    failures.extend(found)
+    report.update(checked)
+    if chromium is None and not args.no_browser:
+        failures.append("no chromium (apt-get install chromium, or --chromium PATH)")
+        print("no chromium found")
 
     report["failures"] = failures
     BUILD.mkdir(exist_ok=True)

@@ -8,6 +8,7 @@ examples use only data shipped with the package or with scikit-learn.
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 # Import the package from this source tree when it is not installed.
 sys.path.insert(0, os.path.abspath(".."))
@@ -137,9 +138,12 @@ html_theme_options = {
     "pygments_dark_style": "monokai",
 }
 # Pages without sub-pages get no left-hand column: it would hold nothing but its
-# title, and the text gets its width (the top bar links every section).
+# title, and the text gets its width (the top bar links every section). The index's
+# toctree is the top bar itself; the API page and the gallery have sub-pages.
 html_sidebars = {
-    page: [] for page in ("index", "install", "user_guide", "benchmarks", "changelog")
+    _page.stem: []
+    for _page in Path(__file__).parent.glob("*.rst")
+    if _page.stem == "index" or "toctree" not in _page.read_text(encoding="utf-8")
 }
 html_context = {"default_mode": "light"}
 

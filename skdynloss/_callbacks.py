@@ -683,14 +683,15 @@ class SharpnessTracker(Callback):
 
 
 class ProgressBar(Callback):
-    """One tqdm progress bar per fit, and with ``verbose >= 2`` a throttled epoch log.
+    """One progress report per fit, and with ``verbose >= 2`` a throttled epoch log.
 
-    The bar shows the epochs done out of the call's total, the current loss and
-    training accuracy, and the time left. It is redrawn at most every
-    :attr:`interval` seconds on a terminal and every :attr:`file_interval` seconds (or
-    tenth of the fit) in a file or pipe, so a fit writes a bounded number of updates
-    and the bar costs a few microseconds per epoch. With ``verbose >= 2`` a line per
-    epoch is printed, at most every :attr:`log_interval` seconds (the last epoch always).
+    On a terminal a tqdm bar shows the epochs done out of the call's total, the current
+    loss and training accuracy, and the time left, redrawn at most every
+    :attr:`interval` seconds. In a file or pipe (a log, a CI job) the same report is a
+    plain line instead, with no carriage-return redraws, written at most every
+    :attr:`file_interval` seconds or tenth of the fit, and at its end; so a fit writes
+    a bounded number of lines. With ``verbose >= 2`` a line per epoch is printed, at
+    most every :attr:`log_interval` seconds (the last epoch always).
 
     Parameters
     ----------
@@ -712,25 +713,29 @@ class ProgressBar(Callback):
 
     def initialize(self):
         self._bar = None
+        self._lines = False
         return self
 
     def on_train_begin(self, net, **kwargs):
-        from tqdm.auto import tqdm
-
         file = self.file if self.file is not None else sys.stderr
         self._file = file
         tty = bool(getattr(file, "isatty", lambda: False)())
         self._interval = self.interval if tty else self.file_interval
         self._done = 0
-        self._last = self._last_log = time.monotonic()
+        self._start = self._last = self._last_log = time.monotonic()
         self._next_mark = 0
         self._bar = None
-        if self.epochs and self.verbose >= 1:
+        # Plain lines where the output is not a terminal.
+        self._lines = bool(self.epochs and self.verbose >= 1 and not tty)
+        self._reported = 0
+        if self.epochs and self.verbose >= 1 and tty:
+            from tqdm.auto import tqdm
+
             self._bar = tqdm(
                 total=self.epochs,
                 unit="epoch",
                 file=file,
-                dynamic_ncols=tty,
+                dynamic_ncols=True,
                 mininterval=0,
                 miniters=1,
                 leave=True,
@@ -747,19 +752,45 @@ class ProgressBar(Callback):
             parts.append(f"valid_acc={row['valid_acc']:.3f}")
         return ", ".join(parts)
 
+    @staticmethod
+    def _clock(seconds):
+        seconds = int(round(seconds))
+        hours, rest = divmod(seconds, 3600)
+        return (f"{hours}:" if hours else "") + f"{rest // 60:02d}:{rest % 60:02d}"
+
+    def _line(self, net, now):
+        """``fit: 30/100 epochs (30%), loss=..., acc=..., 00:03 elapsed, 00:07 left``."""
+        elapsed = now - self._start
+        total = self.epochs
+        left = elapsed / self._done * (total - self._done) if self._done else 0.0
+        parts = [f"fit: {self._done}/{total} epochs ({100 * self._done // total}%)"]
+        if len(net.history):
+            postfix = self._postfix(net.history[-1])
+            if postfix:
+                parts.append(postfix)
+        parts.append(f"{self._clock(elapsed)} elapsed")
+        if self._done < total:
+            parts.append(f"{self._clock(left)} left")
+        print(", ".join(parts), file=self._file, flush=True)
+        self._reported = self._done
+
     def on_epoch_end(self, net, **kwargs):
         if not self.verbose:
             return
         self._done += 1
         now = time.monotonic()
         last = self.epochs is not None and self._done >= self.epochs
-        if self._bar is not None and (
+        due = (
             now - self._last >= self._interval or last or self._done >= self._next_mark
-        ):
+        )
+        if (self._bar is not None or self._lines) and due:
             self._next_mark = self._done + max(1, (self.epochs or 1) // 10)
-            row = net.history[-1]
-            self._bar.set_postfix_str(self._postfix(row), refresh=False)
-            self._bar.update(self._done - self._bar.n)
+            if self._bar is not None:
+                row = net.history[-1]
+                self._bar.set_postfix_str(self._postfix(row), refresh=False)
+                self._bar.update(self._done - self._bar.n)
+            else:
+                self._line(net, now)
             self._last = now
         if self.verbose >= 2 and (now - self._last_log >= self.log_interval or last):
             row = net.history[-1]
@@ -774,7 +805,11 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.update(self._done - self._bar.n)
             self._bar.close()
+        elif self._lines and self._done and self._reported != self._done:
+            # Training ended before the call's last epoch (early stopping, Ctrl-C).
+            self._line(net, time.monotonic())
         self._bar = None
+        self._lines = False
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -22,6 +22,8 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _num_features,
+    _num_samples,
     check_is_fitted,
     validate_data,
 )
@@ -43,9 +45,10 @@ from ._engine import (  # noqa: F401 (deferred_sigint, _Record: their home befor
     fit_one,
 )
 from ._losses import DynamicalLoss, check_loss_callable, check_loss_signature
-from ._modules import CNN, MLP, n_image_features
+from ._modules import CNN, CNN1D, MLP, n_image_features
 from ._net import DynamicalNet
 from ._schedules import check_shape_callable
+from ._threads import dense_macs, threads_for, torch_threads
 
 # Module construction draws from torch's global RNG; a lock plus fork_rng makes the
 # seeded initialisation of concurrent fits in threads (joblib's threading backend)
@@ -209,15 +212,21 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         against one-hot targets (Lavin and Ruiz-Garcia, 2024), or a callable
         ``loss(outputs, y) -> per-sample losses`` (a tensor of shape (n,)). Whatever the
         base, ``predict_proba`` is the softmax of the outputs.
-    module : {"mlp", "cnn"} or callable, default="mlp"
-        The network. A callable (for instance a ``torch.nn.Module`` subclass) is called
+    module : {"mlp", "cnn", "cnn1d"} or callable, default="mlp"
+        The network: a ReLU MLP, a small 2-D convolutional network for images given
+        as flat rows (``image_shape``), or a small 1-D convolutional network for rows
+        that are signals (spectra, time series, sensor traces; ``signal_channels``).
+        A callable (for instance a ``torch.nn.Module`` subclass) is called
         as ``module(n_features=..., n_classes=...)`` and must return a module that maps a
         float tensor of shape (n, n_features) to outputs of shape (n, n_classes).
     hidden_layer_sizes : int or tuple of int, default=(100,)
-        Widths of the hidden layers of the MLP, or of the dense head of the CNN.
+        Widths of the hidden layers of the MLP, or of the dense head of the CNNs.
     image_shape : tuple of int, default=None
         For ``module="cnn"``: the ``(channels, height, width)`` each row of X is reshaped
         to. None infers ``(1, s, s)`` when n_features is a perfect square ``s * s``.
+    signal_channels : int, default=1
+        For ``module="cnn1d"``: each row of X holds this many signals of equal length,
+        one after the other (``n_features / signal_channels`` samples each).
     optimizer : {"sgd", "adam"} or torch optimizer class, default="adam"
         The optimizer: ``torch.optim.SGD`` or ``torch.optim.Adam``, with torch's fused
         kernel where the device has one. ``"sgd"`` with ``momentum=0`` and
@@ -264,14 +273,16 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         the current ``lr``, ``momentum``, ``weight_decay``, ``batch_size``,
         ``amplitude``, ``period``, ``shape``, ``order``, ``static_last_period``,
         ``max_epochs``, ``verbose`` and ``compute_sharpness``. Changing what the first
-        fit built (``module``, ``hidden_layer_sizes``, ``image_shape``, ``optimizer``,
+        fit built (``module``, ``hidden_layer_sizes``, ``image_shape``,
+        ``signal_channels``, ``optimizer``,
         ``loss``, ``device``, ``dtype``, ``callbacks``, ``early_stopping``,
         ``sharpness_every``, ``sharpness_max_samples``) is an error; ``random_state``
         only seeds new fits.
     compute_sharpness : bool, default=True
         Compute ``sharpness_`` after each ``fit`` and ``partial_fit`` call (about a
-        dozen Hessian-vector products over at most ``sharpness_max_samples`` rows);
-        turn it off when calling ``partial_fit`` many times.
+        dozen Hessian-vector products over at most ``sharpness_max_samples`` rows,
+        at most 10 % of a default fit on iris); turn it off when calling ``partial_fit``
+        many times.
     sharpness_max_samples : int, default=2048
         Rows of the training data (a seeded random subsample when there are more) over
         which ``sharpness_`` and ``sharpness_history_`` are computed.
@@ -282,8 +293,16 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         Extra skorch callbacks, deep-copied for every fit.
     verbose : int, default=0
         0 prints nothing; 1 shows a progress bar per ``fit`` (epochs done, loss,
-        training accuracy, time left) on stderr; 2 adds an epoch log, at most one
-        line a second.
+        training accuracy, time left) on stderr, as plain lines when stderr is not a
+        terminal; 2 adds an epoch log, at most one line a second.
+    n_threads : int or None, default=None
+        torch's intra-op threads during ``fit``, ``partial_fit`` and prediction
+        (restored after each call). None chooses from the size of one step's work:
+        one thread for the small products of typical batches (a second thread saves
+        nothing there, and makes a fit many times slower while another process keeps
+        a core busy), more for large batches of wide layers, never more than torch's
+        setting (``torch.get_num_threads()``); a callable ``module`` runs with
+        torch's setting. An int sets the count; -1 leaves torch's setting as it is.
 
     Attributes
     ----------
@@ -364,12 +383,13 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         "order": [StrOptions({"cyclic", "random"})],
         "static_last_period": ["boolean"],
         "loss": [StrOptions({"cross_entropy", "squared_error"}), callable],
-        "module": [StrOptions({"mlp", "cnn"}), callable],
+        "module": [StrOptions({"mlp", "cnn", "cnn1d"}), callable],
         "hidden_layer_sizes": [
             "array-like",
             Interval(Integral, 1, None, closed="left"),
         ],
         "image_shape": [tuple, list, None],
+        "signal_channels": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions({"sgd", "adam"}), callable],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "momentum": [Interval(Real, 0, 1, closed="left")],
@@ -392,6 +412,11 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         "sharpness_every": [Interval(Integral, 1, None, closed="left"), None],
         "callbacks": [list, None],
         "verbose": ["verbose"],
+        "n_threads": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Integral, {-1}),
+            None,
+        ],
     }
 
     def __init__(
@@ -405,6 +430,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         module="mlp",
         hidden_layer_sizes=(100,),
         image_shape=None,
+        signal_channels=1,
         optimizer="adam",
         lr=3e-3,
         momentum=0.9,
@@ -424,6 +450,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         sharpness_every=None,
         callbacks=None,
         verbose=0,
+        n_threads=None,
     ):
         self.amplitude = amplitude
         self.period = period
@@ -434,6 +461,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         self.module = module
         self.hidden_layer_sizes = hidden_layer_sizes
         self.image_shape = image_shape
+        self.signal_channels = signal_channels
         self.optimizer = optimizer
         self.lr = lr
         self.momentum = momentum
@@ -453,6 +481,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         self.sharpness_every = sharpness_every
         self.callbacks = callbacks
         self.verbose = verbose
+        self.n_threads = n_threads
 
     # --------------------------------------------------------- fitted records
 
@@ -587,7 +616,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         # prepare, train and commit): the estimator changes only when the whole call
         # succeeded. Autograd whatever the caller's context (no_grad,
         # inference_mode): tensors made under inference mode cannot be trained.
-        with torch.inference_mode(False), torch.enable_grad():
+        threads = self._threads(X, y, classes, continuing=continuing)
+        with torch.inference_mode(False), torch.enable_grad(), torch_threads(threads):
             return fit_one(
                 self,
                 X,
@@ -598,12 +628,66 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
                 classes=classes,
             )
 
+    def _threads(self, X, y=None, classes=None, *, continuing=False, training=True):
+        """torch's intra-op threads for a call on X (None: torch's setting as it is).
+
+        ``n_threads=None`` chooses from the work of one step (rows of a batch times
+        the multiply-adds of a row through the built-in network, see
+        ``skdynloss._threads``), never more than torch's setting; a callable module's
+        work is not known, and it runs with torch's setting.
+        """
+        if self.n_threads is not None:
+            return None if self.n_threads == -1 else int(self.n_threads)
+        try:
+            rows, n_features = _num_samples(X), _num_features(X)
+            if continuing or not training:
+                n_classes = len(self.classes_)
+            elif classes is not None:
+                n_classes = len(np.unique(np.asarray(classes)))
+            else:
+                n_classes = len(np.unique(np.asarray(y)))
+            macs = self._macs_per_row(
+                int(n_features), n_classes, fitted=continuing or not training
+            )
+        except Exception:  # bad input: the call's own validation will say why
+            return None
+        if macs is None:
+            return None
+        if training and int(self.batch_size) != -1:
+            rows = min(rows, int(self.batch_size))
+        return threads_for(rows, macs, torch.get_num_threads(), training=training)
+
+    def _macs_per_row(self, n_features, n_classes, *, fitted):
+        """Multiply-adds of one row's forward pass through the built-in network, or
+        None for a callable module."""
+        module = self.__dict__.get("module_") if fitted else None
+        if module is not None:
+            return module.macs_per_row() if hasattr(module, "macs_per_row") else None
+        if not isinstance(self.module, str):
+            return None
+        hidden = _hidden_sizes(self.hidden_layer_sizes)
+        if self.module == "mlp":
+            return dense_macs((n_features, *hidden, n_classes))
+        if self.module == "cnn1d":
+            channels = int(self.signal_channels)
+            if n_features % channels:
+                return None  # the fit's own error says why
+            return CNN1D.macs(n_features, n_classes, hidden, channels)
+        shape = self.image_shape
+        if shape is None:
+            side = int(round(np.sqrt(n_features)))
+            shape = (1, side, side)
+        if n_image_features(shape) != n_features:
+            return None  # the fit's own error says why
+        return CNN.macs(shape, n_classes, hidden)
+
     #: Hyperparameters that define what the first fit built (the network, its device,
     #: dtype, loss and optimizer class, the callbacks); a warm start cannot change them.
     _STRUCTURAL = (
         "module",
         "hidden_layer_sizes",
         "image_shape",
+        "signal_channels",
         "optimizer",
         "loss",
         "device",
@@ -882,9 +966,15 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
                 )
             self._check_size(CNN.n_parameters(image_shape, n_classes, hidden), device)
             return CNN(image_shape, n_classes, hidden)
+        if self.module == "cnn1d":
+            channels = int(self.signal_channels)
+            self._check_size(
+                CNN1D.n_parameters(n_features, n_classes, hidden, channels), device
+            )
+            return CNN1D(n_features, n_classes, hidden, channels)
         if isinstance(self.module, torch.nn.Module):
             raise TypeError(
-                "module must be 'mlp', 'cnn', or a class (or factory) called as "
+                "module must be 'mlp', 'cnn', 'cnn1d', or a class (or factory) called as "
                 "module(n_features=..., n_classes=...); got a module instance. Pass its "
                 "class, e.g. functools.partial(MyNet, width=64)."
             )
@@ -1182,7 +1272,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         dtype = self._network_dtype()
         X = self._in_training_dtype(X, dtype)
         X_t = torch.tensor(X, dtype=_DTYPES[dtype], device=self.device_)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(self._threads(X, training=False)):
             out = self.net_.forward(X_t, training=False, device=self.device_)
         if not torch.isfinite(out).all():
             raise ValueError(

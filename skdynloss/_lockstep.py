@@ -35,6 +35,7 @@ from ._engine import _HardInterrupt, commit, deferred_sigint, prepare, train
 from ._losses import class_major_losses  # noqa: F401 (its home before)
 from ._modules import MLP, StackedMLP, stack_modules  # noqa: F401 (StackedMLP: idem)
 from ._net import InterruptedStep, batch_size_for, steps_per_epoch
+from ._threads import threads_for, torch_threads
 
 #: Hyperparameters in which the models of one stack may differ.
 STACKED_PARAMS = (
@@ -307,6 +308,25 @@ def _stackable_modules(plans):
     return True
 
 
+def _stack_threads(plans):
+    """torch's intra-op threads for a stack: the estimators' thread policy applied to
+    the work of one stacked step (K models' batches), as a single fit applies it to
+    its own (None: torch's setting as it is)."""
+    est = plans[0].estimator
+    if est.n_threads is not None:
+        return None if est.n_threads == -1 else int(est.n_threads)
+    X = plans[0].data[0]
+    macs = est._macs_per_row(
+        int(np.prod(X.shape[1:])), len(plans[0].classes_), fitted=False
+    )
+    if macs is None:
+        return None
+    rows = len(plans) * batch_size_for(
+        int(est.batch_size), max(len(p.data[0]) for p in plans)
+    )
+    return threads_for(rows, macs, torch.get_num_threads())
+
+
 class _Progress:
     """A line when a stack starts and when it ends (the stack's own bar between)."""
 
@@ -449,7 +469,8 @@ def fit_datasets(
             for group in groups:
                 progress.start(index, len(units), group, epochs)
                 try:
-                    interrupted = train(group, epochs=epochs, on_stack=on_stack)
+                    with torch_threads(_stack_threads(group)):
+                        interrupted = train(group, epochs=epochs, on_stack=on_stack)
                 except BaseException as exc:
                     for p in group:
                         p.rollback()
@@ -564,7 +585,9 @@ def fit_lockstep(
     >>> [len(m.loss_curve_) for m in fit_lockstep(models, X, y)]
     [10, 10, 10]
     """
-    if isinstance(estimators, str | BaseEstimator) or not hasattr(estimators, "__iter__"):
+    if isinstance(estimators, str | BaseEstimator) or not hasattr(
+        estimators, "__iter__"
+    ):
         raise TypeError(
             "estimators must be a list of DynamicalLossClassifier, got "
             f"{type(estimators).__name__}."

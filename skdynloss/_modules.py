@@ -1,8 +1,11 @@
-"""The torch modules behind ``module="mlp"`` and ``module="cnn"``.
+"""The torch modules behind ``module="mlp"``, ``module="cnn"`` and ``module="cnn1d"``.
 
 Each maps a batch of rows of X, exactly as the user passed them, to logits: no scaling
 hides inside, so ``clf.module_(torch.as_tensor(X))`` is what ``predict_proba`` applies
-a softmax to.
+a softmax to. None holds a buffer or updates state in its forward pass (no batch
+normalisation), so that ``torch.func.stack_module_state`` and ``torch.func.vmap`` can
+train several copies as one. Each also says how many multiply-adds one row's forward
+pass costs (``macs_per_row``), from which the classifier chooses its threads.
 """
 
 import copy
@@ -41,6 +44,10 @@ class MLP(nn.Sequential):
     def n_parameters(n_features, n_classes, hidden_layer_sizes=(100,)):
         """Number of parameters, computed without building the network."""
         return _dense_parameters(n_features, hidden_layer_sizes, n_classes)
+
+    def macs_per_row(self):
+        """Multiply-adds of one row's forward pass."""
+        return sum(m.in_features * m.out_features for m in _linears(self))
 
 
 class CNN(nn.Module):
@@ -95,6 +102,118 @@ class CNN(nn.Module):
         )
         conv = (channels * 9 + 1) * 16 + (16 * 9 + 1) * 32
         return conv + _dense_parameters(n_flat, hidden_layer_sizes, n_classes)
+
+    @staticmethod
+    def macs(image_shape, n_classes, hidden_layer_sizes=(100,)):
+        """Multiply-adds of one row's forward pass, computed without building it."""
+        if len(image_shape) == 2:
+            image_shape = (1, *image_shape)
+        channels, height, width = (int(s) for s in image_shape)
+        pool = min(height, width) >= 4
+        pooled = (height // 2) * (width // 2) if pool else height * width
+        conv = 16 * channels * 9 * height * width + 32 * 16 * 9 * pooled
+        widths = (32 * pooled, *hidden_layer_sizes, n_classes)
+        return conv + sum(a * b for a, b in zip(widths, widths[1:], strict=False))
+
+    def macs_per_row(self):
+        """Multiply-adds of one row's forward pass."""
+        hidden = [m.out_features for m in _linears(self.head)][:-1]
+        n_classes = _linears(self.head)[-1].out_features
+        return self.macs(self.image_shape, n_classes, hidden)
+
+
+class CNN1D(nn.Module):
+    """A small 1-D convolutional network for signals given as rows.
+
+    Each row of X holds ``channels`` signals of ``n_features / channels`` samples
+    each, channel after channel (one signal per row by default). Two convolution
+    blocks (kernel 5, 16 and 32 channels, ReLU, each followed by max-pooling by 2
+    while the signal is at least 4 samples long), an average over at most 8 equal
+    stretches of the signal, and a dense ReLU head. Plain convolution, pooling,
+    ReLU and linear layers: no buffers, no batch normalisation.
+
+    Parameters
+    ----------
+    n_features : int
+        Samples per row (all channels together).
+    n_classes : int
+        Number of outputs (logits).
+    hidden_layer_sizes : tuple of int, default=(100,)
+        Widths of the dense head.
+    channels : int, default=1
+        Signals per row; ``n_features`` must be a multiple of it.
+    """
+
+    kernel_size = 5
+
+    def __init__(self, n_features, n_classes, hidden_layer_sizes=(100,), channels=1):
+        super().__init__()
+        self.channels = int(channels)
+        self.length = _signal_length(n_features, channels)
+        k = self.kernel_size
+        lengths = _signal_lengths(self.length)
+        self.features = nn.Sequential(
+            nn.Conv1d(self.channels, 16, kernel_size=k, padding=k // 2),
+            nn.ReLU(),
+            nn.MaxPool1d(2) if lengths[1] < lengths[0] else nn.Identity(),
+            nn.Conv1d(16, 32, kernel_size=k, padding=k // 2),
+            nn.ReLU(),
+            nn.MaxPool1d(2) if lengths[2] < lengths[1] else nn.Identity(),
+            nn.AdaptiveAvgPool1d(lengths[3]),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(
+            *_dense_stack(32 * lengths[3], hidden_layer_sizes, n_classes)
+        )
+
+    def forward(self, x):
+        return self.head(self.features(x.reshape(x.shape[0], self.channels, -1)))
+
+    @classmethod
+    def n_parameters(cls, n_features, n_classes, hidden_layer_sizes=(100,), channels=1):
+        """Number of parameters, computed without building the network."""
+        length = _signal_length(n_features, channels)
+        k = cls.kernel_size
+        conv = (int(channels) * k + 1) * 16 + (16 * k + 1) * 32
+        n_flat = 32 * _signal_lengths(length)[3]
+        return conv + _dense_parameters(n_flat, hidden_layer_sizes, n_classes)
+
+    @classmethod
+    def macs(cls, n_features, n_classes, hidden_layer_sizes=(100,), channels=1):
+        """Multiply-adds of one row's forward pass, computed without building it."""
+        lengths = _signal_lengths(_signal_length(n_features, channels))
+        k = cls.kernel_size
+        conv = 16 * int(channels) * k * lengths[0] + 32 * 16 * k * lengths[1]
+        widths = (32 * lengths[3], *hidden_layer_sizes, n_classes)
+        return conv + sum(a * b for a, b in zip(widths, widths[1:], strict=False))
+
+    def macs_per_row(self):
+        """Multiply-adds of one row's forward pass."""
+        lengths = _signal_lengths(self.length)
+        k = self.kernel_size
+        conv = 16 * self.channels * k * lengths[0] + 32 * 16 * k * lengths[1]
+        return conv + sum(m.in_features * m.out_features for m in _linears(self.head))
+
+
+def _signal_length(n_features, channels):
+    n_features, channels = int(n_features), int(channels)
+    if channels < 1 or n_features % channels:
+        raise ValueError(
+            f"module='cnn1d' with signal_channels={channels}: the {n_features} features "
+            "of each row must split into that many signals of equal length."
+        )
+    return n_features // channels
+
+
+def _signal_lengths(length):
+    """Samples per channel: at the input, after each block, and after the averaging."""
+    first = length // 2 if length >= 4 else length
+    second = first // 2 if first >= 4 else first
+    return (length, first, second, min(8, second))
+
+
+def _linears(module):
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
 def _dense_parameters(n_in, hidden_layer_sizes, n_out):

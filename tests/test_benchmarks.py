@@ -81,3 +81,20 @@ def test_gpu_script_dry_run_on_the_cpu():
 def test_other_scripts_run_quick(script):
     out = run(sys.executable, str(BENCHMARKS / script), "--quick")
     assert "load average" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "checks"),
+    [
+        ("bench_threads.py", ["iris pipeline: busy / quiet", "MLP, 20 epochs: busy"]),
+        ("bench_fixed_cost.py", ["default fit / MLPClassifier fit", "fresh process"]),
+    ],
+)
+def test_threads_and_fixed_cost_scripts_run_quick(script, checks):
+    # Figures are not judged here (no timing assertions): the scripts run and print
+    # their targets' rows.
+    out = run(sys.executable, str(BENCHMARKS / script), "--quick")
+    assert "load average" in out and re.search(r"^\d+ of \d+ targets met$", out, re.M)
+    for check in checks:
+        assert check in out

@@ -238,27 +238,48 @@ def test_api_summaries_are_whole_sentences(built_site):
     assert check_site.summary_problems(built_site) == []
 
 
+NO_CHROMIUM = (
+    "no chromium on this machine (apt-get install chromium, or set $CHROMIUM): the "
+    "browser checks of docs/check_site.py did not run"
+)
+
+
 @pytest.mark.slow
-def test_pages_in_a_browser_at_1280px(built_site):
+def test_site_has_no_problem_that_check_site_reports(built_site):
+    # Exactly the checks of ``python docs/check_site.py --no-plot``, no exception: the
+    # test fails whenever the checker reports anything (the browser part needs
+    # chromium; without it the HTML-text checks still run, and the test then skips).
     chromium = check_site.find_chromium()
+    failures, report = check_site.site_problems(built_site, chromium, echo=_silent)
+    assert failures == []
     if chromium is None:
-        pytest.skip("no chromium")
-    results, _ = check_site.browse(built_site, chromium)
-    assert len(results) >= 20
-    assert sum(r.get("math", 0) for r in results) > 20
-    problems = {}
-    for r in results:
-        found = check_site.page_problems(r)
-        # benchmarks.html and defaults.html show the scripts' printed tables, 124 to 224
-        # characters wide, in literal blocks: no 1280 px column holds them. A
-        # gallery example's printed output may be as wide (docs/check_site.py reports
-        # both); the test holds the code blocks of every other page to the column.
-        found = [p for p in found if not p.startswith("printed output scrolls")]
-        if r["page"] in ("benchmarks.html", "defaults.html"):
-            found = [p for p in found if not p.startswith("code scrolls sideways")]
-        if found:
-            problems[r["page"]] = found
-    assert problems == {}
+        pytest.skip(NO_CHROMIUM)
+    assert len(report["pages"]) >= 20
+    assert sum(r.get("math", 0) for r in report["pages"]) > 20
+
+
+def _silent(*args, **kwargs):
+    pass
+
+
+def test_page_problems_reports_an_empty_sidebar():
+    result = {"page": "results.html", "empty_sidebars": ["bd-sidebar-primary"]}
+    assert check_site.page_problems(result) == [
+        "side column with nothing in it: bd-sidebar-primary"
+    ]
+
+
+def test_pages_without_sub_pages_get_no_sidebar():
+    # docs/conf.py gives every page without a toctree of its own no left column.
+    source = (DOCS / "conf.py").read_text()
+    namespace = {"Path": Path, "__file__": str(DOCS / "conf.py")}
+    start = source.index("html_sidebars = {")
+    end = source.index("}", start) + 1
+    exec(source[start:end], namespace)
+    sidebars = namespace["html_sidebars"]
+    for page in ("index", "install", "user_guide", "results", "lockstep", "defaults"):
+        assert sidebars[page] == [], page
+    assert "api" not in sidebars
 
 
 @pytest.mark.slow
@@ -267,7 +288,7 @@ def test_browser_check_fails_without_the_bundled_mathjax(built_site, tmp_path):
     # formulas stay raw TeX, and the request is seen even though it cannot succeed.
     chromium = check_site.find_chromium()
     if chromium is None:
-        pytest.skip("no chromium")
+        pytest.skip(NO_CHROMIUM)
     site = tmp_path / "html"
     shutil.copytree(built_site, site)
     shutil.rmtree(site / "_static" / "mathjax")
@@ -333,3 +354,18 @@ def test_results_tables_are_drawn_from_the_csv_files(tmp_path):
         text=True,
     )
     assert run.returncode != 0 and "nope" in run.stderr
+
+
+def test_site_problems_is_what_the_checker_fails_on(tmp_path):
+    # One function behind both: a problem it finds fails the command line too.
+    (tmp_path / "index.html").write_text(
+        '<html><head><script src="https://cdn.example.org/x.js"></script></head>'
+        '<body><table class="autosummary"><tr><td><code>make_spiral</code></td>'
+        "<td><p>The data of the paper's Fig.</p></td></tr></table></body></html>"
+    )
+    failures, report = check_site.site_problems(tmp_path, None, echo=_silent)
+    assert len(failures) == 2 and "pages" not in report
+    assert any("cdn.example.org" in f for f in failures)
+    assert any("make_spiral" in f for f in failures)
+    rc = check_site.main(["--no-build", "--no-browser", "--html-dir", str(tmp_path)])
+    assert rc == 1

@@ -236,3 +236,17 @@ def test_digits_comparison_runs_four_models():
     assert [m.n_epochs for m in result.models] == [2, 2, 2, None]
     assert result.models[0].sharpness > 0 and result.models[2].sharpness is None
     assert result.conclusion.count(".") >= 1 and "\n" not in result.conclusion
+
+
+def test_progress_shows_no_time_left_before_some_work_is_done(capsys):
+    # The first reports come after the workers' start-up: a time left computed from
+    # them is far too long, so the bar says it is estimating until 5 % is done.
+    from skdynloss.app import experiments as E
+
+    with E._progress(True, 1000, "fits", "step") as bar:
+        bar.update(10)
+        E._show_eta_when_due(bar)
+        assert "estimating the time left" in str(bar)
+        bar.update(50)
+        E._show_eta_when_due(bar)
+        assert "estimating" not in str(bar) and "<" in str(bar)  # elapsed<left

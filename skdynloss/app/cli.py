@@ -300,7 +300,8 @@ def build_parser():
             "test accuracy: the classifier with and without the dynamical loss vs "
             "scikit-learn's MLPClassifier and LogisticRegression. (3) One figure of "
             "the training dynamics. Progress bars on stderr show how far it has got. "
-            "Under a minute on a 2-core CPU; --quick takes seconds but trains too "
+            "One to two minutes on a 2-core CPU (54-132 s measured; longer while "
+            "other work keeps the cores busy); --quick takes seconds but trains too "
             "briefly to show the effect."
         ),
     )

@@ -80,6 +80,18 @@ _REPORT_EVERY = 100
 
 # ---------------------------------------------------------------------- progress
 
+#: A progress bar's format until :data:`ETA_AFTER` of the work is done: no time left.
+ESTIMATING = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, estimating the time left]"
+#: The share of the work after which the bar shows the time left.
+ETA_AFTER = 0.05
+
+
+def _show_eta_when_due(bar):
+    """Give ``bar`` tqdm's own format, with the time left, once :data:`ETA_AFTER` of
+    the work is done."""
+    if bar.bar_format == ESTIMATING and bar.n >= ETA_AFTER * bar.total:
+        bar.bar_format = None
+
 
 @contextmanager
 def _progress(enabled, total, desc, unit):
@@ -108,11 +120,15 @@ def _progress(enabled, total, desc, unit):
         leave=False,
         dynamic_ncols=True,
         mininterval=0.25 if interactive else 5.0,
+        # No time left until some of the work is done: the first reports come after
+        # the workers' start-up, and a rate taken from them is far too slow.
+        bar_format=ESTIMATING,
     )
     stop = threading.Event()
 
     def tick():
         while not stop.wait(1.0 if interactive else 5.0):
+            _show_eta_when_due(bar)
             bar.refresh()
 
     ticker = threading.Thread(target=tick, daemon=True)

@@ -73,7 +73,7 @@ __all__ = [
     "main",
 ]
 
-#: The paper's settings (DESIGN.md section 1), as hyperparameters of the estimator.
+#: The paper's settings, as hyperparameters of the estimator.
 #: Every fit of every reproduction starts from these.
 PAPER = {
     "optimizer": "sgd",
