@@ -465,7 +465,8 @@ def fit_datasets(
             if not plans:
                 continue
             epochs = int(plans[0].epochs)
-            groups = [plans] if _stackable_modules(plans) else [[p] for p in plans]
+            stackable = len(plans) == 1 or _stackable_modules(plans)
+            groups = [plans] if stackable else [[p] for p in plans]
             for group in groups:
                 progress.start(index, len(units), group, epochs)
                 try:
