@@ -190,6 +190,8 @@ class Plan:
         self.continuing = kw["continuing"]
         self.epochs = kw["epochs"]
         self.dataset_key = kw.get("dataset_key")
+        #: The estimator's position in the caller's list (fit_datasets).
+        self.index = kw.get("index")
         self.interrupted = False
 
     def rollback(self):

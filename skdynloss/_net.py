@@ -244,13 +244,11 @@ class StackBatches:
                     self._full = self._gather(*self._table(len(data), None))
             yield self._full
             return
+        # TensorBatches' draw for each model that still trains (a stopped model's
+        # generator stays as it was when it stopped).
         order = [
-            torch.randperm(n, generator=g) if active else None
+            torch.randperm(n, generator=g) if active else torch.arange(n)
             for n, g, active in zip(data.n, self.generators, self.active, strict=True)
-        ]
-        order = [
-            o if o is not None else torch.arange(n)
-            for o, n in zip(order, data.n, strict=True)
         ]
         table, valid = self._table(len(self) * bs, order)
         for start in range(0, len(self) * bs, bs):
