@@ -486,7 +486,7 @@ class DivergenceGuard(Callback):
                     # The stack has written model k's last parameters into its net.
                     cause = non_finite_cause(member, self._X.X[self._X.rows[k]])
                     if cause is not None:
-                        self._roll_back_model(net, k, cause)
+                        self._roll_back(net, cause, k)
                     self.export(net, k)
             finally:
                 self._good = self._start = self._X = None
@@ -502,35 +502,24 @@ class DivergenceGuard(Callback):
             # Do not carry copies of the parameters or the data into pickles.
             self._good = self._start = self._X = None
 
-    def _roll_back(self, net, cause):
-        """Restore the last kept parameters, cut the history back to them, warn."""
-        for target, good in zip(_state_tensors(net.module_), self._good, strict=True):
-            target.copy_(good)
-        self.diverged_ = True
-        net.optimizer_.state.clear()
-        diverged_at = len(net.history)
-        del net.history[self._good_epoch :]
-        warnings.warn(
-            divergence_message(cause, diverged_at, self._good_epoch),
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    def _roll_back(self, net, cause, k=None):
+        """Restore the last kept parameters, cut the history back to them, warn.
 
-    def _roll_back_model(self, net, k, cause):
-        """Model k of a stack: its last kept parameters into its own net, its history
-        cut back to them, a warning; it stops while the others go on."""
-        member = net.members[k]
-        guard = _callback(member, "divergence_guard")
+        With ``k``, model k of a stack: into its own net (its guard records the
+        divergence), and it stops while the others go on."""
+        own = net if k is None else net.members[k]
+        guard = self if k is None else _callback(own, "divergence_guard")
         with torch.no_grad():
             for target, good in zip(
-                _state_tensors(member.module_), self._good, strict=True
+                _state_tensors(own.module_), self._good, strict=True
             ):
-                target.copy_(good[k])
+                target.copy_(good if k is None else good[k])
         guard.diverged_ = True
-        # Its optimizer never stepped: its state is empty, as the guard leaves it.
-        member.optimizer_.state.clear()
-        diverged_at = len(member.history)
-        del member.history[self._good_epoch :]
+        # Its optimizer's state may be non-finite now (a model of a stack: its own
+        # optimizer never stepped, and stays empty).
+        own.optimizer_.state.clear()
+        diverged_at = len(own.history)
+        del own.history[self._good_epoch :]
         warnings.warn(
             divergence_message(cause, diverged_at, self._good_epoch),
             RuntimeWarning,
@@ -581,7 +570,7 @@ class DivergenceGuard(Callback):
             if not math.isfinite(loss):
                 bad.append((k, loss))
         for k, loss in bad:
-            self._roll_back_model(net, k, f"the loss became {loss}")
+            self._roll_back(net, f"the loss became {loss}", k)
             clock.export(net, k)
             self.export(net, k)
             net.stop_model(k)
