@@ -483,7 +483,9 @@ class DivergenceGuard(Callback):
             try:
                 for k in _active(net):
                     member = net.members[k]
-                    # The stack has written model k's last parameters into its net.
+                    # Model k's last parameters and optimizer state into its own net,
+                    # then the end-of-training check there.
+                    net.export_model(k)
                     cause = non_finite_cause(member, self._X.X[self._X.rows[k]])
                     if cause is not None:
                         self._roll_back(net, cause, k)

@@ -1,23 +1,29 @@
-"""The skorch net behind the classifier, through skorch's documented extension points.
+"""The skorch net behind the classifier and its stacks, through skorch's hooks.
 
-skorch stays the engine: its fit loop, train step, callbacks and history run unchanged.
-Four extension points are used, each for a reason measured on small data:
+skorch stays the engine: its ``partial_fit``, ``fit_loop``, ``run_single_epoch``,
+train step, callbacks and history run unchanged, for one model (the plain module) and
+for a stack of K models (a module computing K models at once, ``members`` their own
+nets). The hooks overridden, each for a reason measured on small data:
 
 * ``get_dataset`` and ``get_iterator``: data that are already tensors on the device are
   batched by indexing them (seeded shuffling), instead of a DataLoader that collates one
-  sample at a time (about 10x a raw torch loop);
+  sample at a time (about 10x a raw torch loop); a stack's data are K index sets into
+  one source, each model's permutation drawn from its own generator;
 * ``get_loss``: the criterion is called with the batch's sample weights (skorch's own
   recipe: X is a dict that holds them) and without NeuralNetClassifier's NLLLoss check;
 * ``train_step_single``: skorch's steps (train mode, infer, loss, backward), with the
   per-sample base losses computed once and returned in the step, so that the
   callbacks' ``on_batch_end`` gets them beside ``loss`` and ``y_pred`` (the record of
-  plain loss and accuracy costs no second loss evaluation);
-* ``infer``: a dict X of {"X", "sample_weight"} passes only X to the module;
-* ``run_single_epoch``: skorch's, wrapped so that a KeyboardInterrupt raised by code in
-  the middle of a step is a failure, not skorch's quiet end of training;
+  plain loss and accuracy costs no second loss evaluation); for a stack, the sum of the
+  K models' losses (each model's gradient is its own) and the K losses;
 * ``initialize_history``: a History whose integer indexing does not copy the whole
   per-epoch list (skorch's copies it, which makes ``history[-1]`` cost O(epochs), and a
-  long or many-call fit quadratic).
+  long or many-call fit quadratic), and a stack's record of which models still train;
+* ``run_single_epoch``: skorch's, called unchanged inside a ``try``: skorch's
+  ``partial_fit`` ends training quietly on any KeyboardInterrupt, its signal to stop,
+  and a KeyboardInterrupt raised by code in the middle of an epoch's steps (the module,
+  the loss, a batch hook) leaves a step half done, so it must reach the caller as a
+  failure; ``run_single_epoch`` is the one hook around the steps and batch hooks.
 """
 
 import math
@@ -326,11 +332,6 @@ class DynamicalNet(NeuralNetClassifier):
         except KeyboardInterrupt as exc:
             raise InterruptedStep(exc) from exc
 
-    def infer(self, x, **fit_params):
-        if _is_dict(x) and "sample_weight" in x:
-            x = x["X"]
-        return super().infer(x, **fit_params)
-
     def get_loss(self, y_pred, y_true, X=None, training=False):
         sample_weight = X.get("sample_weight") if _is_dict(X) else None
         return self.criterion_(y_pred, y_true, sample_weight=sample_weight)
@@ -342,9 +343,10 @@ class DynamicalNet(NeuralNetClassifier):
             # training step costs a tenth of a small full-batch step.
             self._set_training(True)
         Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
-        criterion = self.criterion_
+        # A dict X holds the batch's sample weights beside its features.
         sample_weight = Xi.get("sample_weight") if _is_dict(Xi) else None
+        y_pred = self.infer(Xi["X"] if _is_dict(Xi) else Xi, **fit_params)
+        criterion = self.criterion_
         if self.members is None:
             losses = per_sample_losses(y_pred, yi, criterion.base)
             loss = criterion.reduce(losses, yi, sample_weight=sample_weight)
@@ -397,14 +399,6 @@ class DynamicalNet(NeuralNetClassifier):
                     else:
                         mine[key] = value
                 opt.state[own] = mine
-
-    def on_train_end(self, net, **kwargs):
-        # Before the callbacks' on_train_end: they check and record each model's own
-        # net, which now holds what the model computed.
-        if self.members is not None:
-            for k, active in enumerate(self.active_):
-                if active:
-                    self.export_model(k)
 
     def set_active(self, active):
         """Which of the K models still train (a stopped model's loss leaves the sum)."""
