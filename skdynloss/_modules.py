@@ -332,7 +332,11 @@ def stack_modules(modules):
     The batched MLP is kept because it is faster for the MLP: measured per model and
     step (forward, cross-entropy, backward; float64, one thread, CPU time), 325 us
     against vmap's 590 us for 8 networks 2-100-3 on 300 rows, and 108 us against
-    211 us for 16 networks 64-100-10 on batches of 64.
+    211 us for 16 networks 64-100-10 on batches of 64. For the package's CNN, vmap
+    (grouped convolutions) is the fastest form measured: a stack of 16 CNNs on the 8x8
+    digits (Adam, batches of 64) cost 0.13 s per model and epoch pair against 0.16 s
+    with one explicit grouped convolution per layer and 0.21 s with im2col and batched
+    products; a fit alone costs 0.17 s.
     """
     if all(StackedMLP.accepts(m) for m in modules):
         return StackedMLP(modules)
