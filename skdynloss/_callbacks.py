@@ -126,6 +126,7 @@ class LossClock(Callback):
         self._gamma_sum = None
         self._gamma = None
         self._stats = None
+        self._losses = None  # a stack's per-step losses (K,), read back per epoch
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         if net.members is not None:
@@ -311,14 +312,12 @@ class LossClock(Callback):
             ]
         stats = torch.stack(parts, dim=1)
         self._stats = stats if self._stats is None else self._stats + stats
-        # Each model's batch row, as skorch records it in a fit of its own.
-        values = losses.tolist()
-        s = self._n_steps
-        for k in _active(net):
-            member = net.members[k]
-            member.history.new_batch()
-            member.history.record_batch("train_loss", values[k])
-            member.history.record_batch("train_batch_size", self._sizes[k][s])
+        # Each model's batch rows are written at the end of the epoch, from one
+        # read-back of the epoch's losses (K Python calls per step would cost more
+        # than a small model's step).
+        if self._losses is None:
+            self._losses = []
+        self._losses.append(losses)
         gamma = self._gamma
         self._gamma_sum = gamma if self._gamma_sum is None else self._gamma_sum + gamma
         self._n_steps += 1
@@ -332,9 +331,15 @@ class LossClock(Callback):
         if not self._n_steps:
             return
         values = self._stats.tolist()
+        per_step = torch.stack(self._losses, dim=1).tolist()  # (K, steps)
         for k in _active(net):
             member = net.members[k]
             row = member.history[-1]
+            # The batch rows skorch records in a fit of its own.
+            row["batches"] = [
+                {"train_loss": loss, "train_batch_size": size}
+                for loss, size in zip(per_step[k], self._sizes[k], strict=False)
+            ]
             row["train_batch_count"] = self._n_steps
             v = values[k]
             total = v[3]
@@ -352,13 +357,14 @@ class LossClock(Callback):
         self._reset_epoch()
 
     def _end_stack(self, net):
-        for k in _active(net):
-            row = net.members[k].history[-1] if len(net.members[k].history) else None
-            if row is not None and "loss_time" not in row:
-                # An epoch cut short (Ctrl-C) before it recorded anything.
-                del net.members[k].history[-1]
         if self._n_steps:
+            # An epoch cut short (Ctrl-C): its record covers the steps that ran.
             self._write_stack(net)
+        for k in _active(net):
+            history = net.members[k].history
+            if len(history) and "loss_time" not in history[-1]:
+                # Interrupted before its first step finished: the epoch did not happen.
+                del history[-1]
         for k in _active(net):
             self.export(net, k)
 

@@ -344,6 +344,15 @@ def test_interrupt_keeps_the_models_as_they_were(spiral):
         assert 0 < est.n_iter_ < 100000
         assert len(est.loss_curve_) == est.n_iter_
         assert est.predict(X).shape == y.shape
+        # Every row is its own epoch's (one cut short records the steps that ran):
+        # the clock at the end of epoch e is at most e, and the last row's time is
+        # where the model's clock stopped.
+        history = est.net_.history
+        for row in history:
+            assert row["epoch"] - 1 < row["loss_time"] <= row["epoch"] + 1e-9
+            assert row["train_batch_count"] == len(row["batches"])
+        clock = dict(est.net_.callbacks_)["loss_clock"]
+        assert history[-1]["loss_time"] == pytest.approx(clock.time_)
 
 
 # ------------------------------------------------ what a stack does like a fit
