@@ -325,7 +325,7 @@ def train(plans, *, epochs, on_stack=None):
     """
     if len(plans) == 1:
         return _train_one(plans[0], epochs)
-    return _train_stack(plans, epochs, on_stack)
+    return _fit_stacked_net(plans, epochs, on_stack)
 
 
 def _train_one(plan, epochs):
@@ -384,7 +384,7 @@ def _stack_source(plans):
     return StackData(X, y, w, rows)
 
 
-def _train_stack(plans, epochs, on_stack):
+def _fit_stacked_net(plans, epochs, on_stack):
     members = [p.net for p in plans]
     first = plans[0].estimator
     for p in plans:
