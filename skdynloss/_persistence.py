@@ -90,7 +90,8 @@ _MAX_DEPTH = 64
 #: What the arrays of the JSON text may allocate: this plus 8 bytes per character of
 #: the text (a number takes at least 2 characters and at most 8 bytes as an array).
 _ARRAY_ALLOWANCE = 2**20
-#: The records of a file torch.save writes (besides data/<key>, one per storage).
+#: The records of a file torch.save writes (besides data/<key>, one per storage, and
+#: torch's own metadata, whose names start with a dot and which it reads when needed).
 _RECORDS = {
     "data.pkl",
     "version",
@@ -1234,7 +1235,10 @@ def _check_archive(path, not_model):
         total += info.compress_size
         if (
             len(prefixes) != 1
-            or not (record in _RECORDS or re.fullmatch(r"data/\d{1,9}", record))
+            or not (
+                record in _RECORDS
+                or re.fullmatch(r"data/\d{1,9}|\.\w[\w.-]*(/\w[\w.-]*)?", record)
+            )
             or info.compress_type != zipfile.ZIP_STORED
             or info.compress_size != info.file_size
             or info.header_offset + info.compress_size > size

@@ -938,3 +938,22 @@ def test_the_optimizers_kernel_is_chosen_for_the_loading_machine(saved, fitted, 
     assert group["fused"] is True and group["capturable"] is False
     X, y = blobs
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+
+
+@pytest.mark.parametrize("labels", [[0, 1], [0, 1, 2, 3]])
+def test_classes_must_match_the_networks_output_layer(saved, labels):
+    def other_classes(meta):
+        meta["classifier"]["fitted"]["classes_"] = {
+            "__ndarray__": "<i8",
+            "shape": [len(labels)],
+            "values": labels,
+        }
+
+    forge(saved, other_classes)
+    match = (
+        r"2.weight is torch.float32 \(3, 8\) in the file, but torch.float32 \(2, 8\)"
+        if len(labels) == 2
+        else "network of 76 parameters, but the file holds 67"
+    )
+    with pytest.raises(ValueError, match=match):
+        load(saved)
