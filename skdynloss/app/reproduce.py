@@ -1337,6 +1337,37 @@ EXPERIMENTS = {
     "generalisation": (plan_generalisation, write_generalisation),
 }
 
+#: What ``all`` runs: the paper's three claims.
+ALL = ("fig4", "width", "generalisation")
+
+#: The settings that ``--seeds N`` sets, per reproduction.
+SEED_SETTINGS = {
+    "width": ("n_seeds",),
+    "generalisation": ("spiral_seeds", "task_seeds"),
+}
+
+
+def _register(name, plan, write, seeds=()):
+    """Add a reproduction beyond the paper's three (run by name, not by ``all``)."""
+    EXPERIMENTS[name] = (plan, write)
+    if seeds:
+        SEED_SETTINGS[name] = tuple(seeds)
+
+
+def _plan_phase(**kwargs):
+    from .phase import plan_phase  # it builds on this module
+
+    return plan_phase(**kwargs)
+
+
+def _write_phase(results, out, **kwargs):
+    from .phase import write_phase
+
+    return write_phase(results, out, **kwargs)
+
+
+_register("phase", _plan_phase, _write_phase, seeds=("n_seeds",))
+
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -1348,16 +1379,18 @@ def build_parser():
             "CSV/Markdown tables. fig4: the training dynamics of the paper's Fig. 4 "
             "(one fit); width: training accuracy against width (claim 1; 96 fits); "
             "generalisation: held-out accuracy (claim 2; 300 fits, T = 1000, 14 000 "
-            "steps). Fits that can share a stack train in lockstep. all: the three "
-            "as one pool of work, about 28 min on 2 idle cores. --quick runs all "
-            "three in about 20 s, too briefly to show the effects."
+            "steps). all: the three as one pool of work, about 28 min on 2 idle "
+            "cores. phase: training and held-out accuracy over a grid of amplitudes "
+            "and periods (208 fits of 70 000 steps). Fits that can share a stack "
+            "train in lockstep. --quick runs all three in about 20 s, too briefly to "
+            "show the effects."
         ),
     )
     parser.add_argument(
         "name",
         choices=[*EXPERIMENTS, "all"],
         metavar="NAME",
-        help="fig4, width, generalisation, or all",
+        help="fig4, width, generalisation, all (those three), or phase",
     )
     parser.add_argument(
         "--quick",
@@ -1388,7 +1421,7 @@ def build_parser():
         type=positive_int,
         default=None,
         metavar="N",
-        help="run only the first N seeds of width and generalisation "
+        help="run only the first N seeds of width, generalisation and phase "
         "(default: all; for partial runs at full scale)",
     )
     return parser
@@ -1409,7 +1442,7 @@ def main(argv=None):
         created = writable_folder(args.out)
     except OSError as exc:
         parser.error(f"--out {args.out}: {exc}")
-    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
+    names = list(ALL) if args.name == "all" else [args.name]
     command = "skdynloss reproduce " + " ".join(
         [args.name]
         + (["--quick"] if args.quick else [])
@@ -1423,11 +1456,8 @@ def main(argv=None):
     for name in names:
         plan, _ = EXPERIMENTS[name]
         settings = {}
-        if args.seeds is not None and name == "width":
-            settings["n_seeds"] = args.seeds
-        if args.seeds is not None and name == "generalisation":
-            settings["spiral_seeds"] = args.seeds
-            settings["task_seeds"] = args.seeds
+        if args.seeds is not None:
+            settings.update(dict.fromkeys(SEED_SETTINGS.get(name, ()), args.seeds))
         if args.paper_length and name == "generalisation" and not args.quick:
             settings.update(PAPER_LENGTH)
         kwargs = {"quick": args.quick, "settings": settings}
