@@ -17,7 +17,7 @@ TINY = {
     "amplitudes": (1.0, 10.0),
     "periods": (3, 6),
     "n_seeds": 2,
-    "max_epochs": 24,
+    "n_periods": 4,
     "widths": {"train": 4, "test": 6},
 }
 
@@ -35,20 +35,22 @@ def test_the_full_grid_is_the_one_promised():
     np.testing.assert_allclose(np.diff(np.log(amplitudes)), np.log(100) / 5, rtol=5e-3)
     assert len(cfg["periods"]) >= 5
     assert cfg["periods"][0] == 100 and cfg["periods"][-1] == 5000
-    assert cfg["n_seeds"] >= 4 and cfg["max_epochs"] == 70_000
+    # The paper's 14 periods in every cell: T = 5000 is its 70 000 steps.
+    assert cfg["n_seeds"] >= 4 and cfg["n_periods"] == 14
     assert cfg["widths"] == {"train": 30, "test": 200}
     plan = phase.plan_phase()
     metas = [d["meta"] for d in plan["data"]]
-    # A = 1 once per seed and setting (the period does nothing there), every other
-    # amplitude at every period.
-    assert len(plan["estimators"]) == 2 * cfg["n_seeds"] * (1 + 5 * 5) == 208
+    # Every amplitude, A = 1 (the baseline of the cells as long) included, at every
+    # period.
+    assert len(plan["estimators"]) == 2 * cfg["n_seeds"] * 6 * 5 == 240
     for est, meta in zip(plan["estimators"], metas, strict=True):
         params = est.get_params()
         assert params["amplitude"] == meta["amplitude"]
         assert params["period"] == meta["period"]
         assert params["random_state"] == meta["seed"]
         assert params["hidden_layer_sizes"] == (cfg["widths"][meta["setting"]],)
-        assert params["max_epochs"] == 70_000 and params["lr"] == 1.0
+        assert params["max_epochs"] == 14 * meta["period"] == meta["steps"]
+        assert params["lr"] == 1.0
         assert params["optimizer"] == "sgd" and params["batch_size"] == -1
         assert params["static_last_period"] and params["dtype"] == "float64"
     tests = [d for d in plan["data"] if d["meta"]["setting"] == "test"]
@@ -73,6 +75,7 @@ def _rows(values):
                     "width": 30,
                     "amplitude": amplitude,
                     "period": period,
+                    "steps": 14 * period,
                     "seed": seed,
                     "train_accuracy": value,
                     "sharpness": 1.0 + seed,
@@ -82,20 +85,21 @@ def _rows(values):
     return rows
 
 
-def test_summary_pairs_each_cell_with_its_seeds_baseline():
+def test_summary_pairs_each_cell_with_the_baseline_as_long():
     rows = _rows(
         {
-            (1.0, 5000): [0.5, 0.6, 0.7, 0.8],
+            (1.0, 100): [0.5, 0.6, 0.7, 0.8],
+            (1.0, 5000): [0.6, 0.6, 0.6, 0.6],
             (10.0, 100): [0.6, 0.7, 0.8, 0.9],  # +0.1 at every seed: helps
-            (10.0, 5000): [0.6, 0.7, 0.6, 0.8],  # +0.1, +0.1, -0.1, 0: level
+            (10.0, 5000): [0.7, 0.7, 0.5, 0.6],  # +0.1, +0.1, -0.1, 0: level
             (70.0, 100): [0.3, 0.6, 0.2, 0.79],  # -0.2, 0, -0.5, -0.01: hurts
-            (70.0, 5000): [0.49, 0.6, 0.7, 0.8],  # -0.0025 on average: level
+            (70.0, 5000): [0.59, 0.6, 0.6, 0.6],  # -0.0025 on average: level
         }
     )
     summary = {(r["amplitude"], r["period"]): r for r in phase.phase_summary(rows)}
-    # The baseline is shown at every period.
     assert summary[(1.0, 100)]["verdict"] == summary[(1.0, 5000)]["verdict"] == "baseline"
     assert summary[(1.0, 100)]["mean"] == pytest.approx(0.65)
+    assert summary[(1.0, 100)]["difference_mean"] == 0
     helps = summary[(10.0, 100)]
     assert helps["verdict"] == "helps"
     assert helps["difference_mean"] == pytest.approx(0.1)
@@ -104,6 +108,7 @@ def test_summary_pairs_each_cell_with_its_seeds_baseline():
     assert helps["cross_entropy_mean"] == pytest.approx(0.65)
     level = summary[(10.0, 5000)]
     assert level["verdict"] == "level"
+    assert level["cross_entropy_mean"] == pytest.approx(0.6)
     assert level["difference_mean"] == pytest.approx(0.025)
     assert (level["dynamical_better"], level["cross_entropy_better"]) == (2, 1)
     hurts = summary[(70.0, 100)]
@@ -112,10 +117,11 @@ def test_summary_pairs_each_cell_with_its_seeds_baseline():
     assert hurts["min"] == pytest.approx(0.2) and hurts["max"] == pytest.approx(0.79)
     assert summary[(70.0, 5000)]["verdict"] == "level"
     assert summary[(70.0, 100)]["sharpness_median"] == pytest.approx(2.5)
+    assert summary[(70.0, 100)]["steps"] == 1400
     text = phase.sentences(list(summary.values()))[0]
     assert "helps in 1 of 4 cells (A 10: T 100;" in text
     assert "hurts in 1 of 4 cells (A 70: T 100;" in text
-    assert "level in 2 of 4 cells" in text and "cross-entropy 0.650" in text
+    assert "level in 2 of 4 cells" in text and "cross-entropy 0.600-0.650" in text
 
 
 def test_the_papers_point_is_placed_on_the_log_scale():
@@ -131,10 +137,9 @@ def test_the_papers_point_is_placed_on_the_log_scale():
 def test_a_tiny_phase_map_is_fitted_in_stacks_and_written(tmp_path):
     results = phase.run_phase(settings=TINY, progress=False)
     rows = results["rows"]
-    # Per setting: one A = 1 fit and two periods of A = 10, per seed.
-    assert len(rows) == 2 * 2 * 3
-    # The baseline of each seed is plain cross-entropy: the same fit as A = 10 would
-    # be at A = 1, whatever the period.
+    # Settings x seeds x amplitudes x periods.
+    assert len(rows) == 2 * 2 * 2 * 2
+    assert {r["steps"] for r in rows} == {12, 24}
     assert all(0 <= r["train_accuracy"] <= 1 for r in rows)
     assert all("test_accuracy" in r for r in rows if r["setting"] == "test")
     written = phase.write_phase(results, tmp_path)
@@ -156,7 +161,7 @@ def test_a_cell_equals_the_same_estimator_fitted_alone():
     alone = reproduce.paper_estimator(
         amplitude=10.0,
         period=6,
-        max_epochs=24,
+        max_epochs=24,  # 4 periods
         hidden_layer_sizes=(4,),
         sharpness_every=None,
         random_state=0,
@@ -181,5 +186,5 @@ def test_command_quick(tmp_path, capsys):
     md = (tmp_path / "phase_summary.md").read_text()
     assert "skdynloss reproduce phase --quick --seeds 1" in md and "- commit: " in md
     err = capsys.readouterr().err
-    assert "[phase] started (quick): 14 fits on 2 worker(s)" in err
+    assert "[phase] started (quick): 18 fits on 2 worker(s)" in err
     assert "[phase] done" in err

@@ -1381,7 +1381,7 @@ def build_parser():
             "generalisation: held-out accuracy (claim 2; 300 fits, T = 1000, 14 000 "
             "steps). all: the three as one pool of work, about 28 min on 2 idle "
             "cores. phase: training and held-out accuracy over a grid of amplitudes "
-            "and periods (208 fits of 70 000 steps). Fits that can share a stack "
+            "and periods (240 fits of 14 periods each). Fits that can share a stack "
             "train in lockstep. --quick runs all three in about 20 s, too briefly to "
             "show the effects."
         ),
