@@ -1331,11 +1331,28 @@ def write_generalisation(results, out, *, provenance=None):
 
 # ----------------------------------------------------------------------------- main
 
+def _plan_followup(**kwargs):
+    from .followup import plan_followup  # it builds on this module
+
+    return plan_followup(**kwargs)
+
+
+def _write_followup(*args, **kwargs):
+    from .followup import write_followup
+
+    return write_followup(*args, **kwargs)
+
+
 EXPERIMENTS = {
     "fig4": (plan_fig4, write_fig4),
     "width": (plan_width, write_width),
     "generalisation": (plan_generalisation, write_generalisation),
+    # Lavin and Ruiz-Garcia (2024): not one of the paper's claims, so not in "all".
+    "followup": (_plan_followup, _write_followup),
 }
+
+#: What ``all`` runs: the paper's three claims.
+ALL = ("fig4", "width", "generalisation")
 
 
 def build_parser():
@@ -1350,14 +1367,17 @@ def build_parser():
             "generalisation: held-out accuracy (claim 2; 300 fits, T = 1000, 14 000 "
             "steps). Fits that can share a stack train in lockstep. all: the three "
             "as one pool of work, about 28 min on 2 idle cores. --quick runs all "
-            "three in about 20 s, too briefly to show the effects."
+            "three in about 20 s, too briefly to show the effects. followup (not in "
+            "all): validation accuracy against width for the static and dynamical "
+            "cross-entropy and squared errors of Lavin and Ruiz-Garcia (2024; 125 "
+            "fits)."
         ),
     )
     parser.add_argument(
         "name",
         choices=[*EXPERIMENTS, "all"],
         metavar="NAME",
-        help="fig4, width, generalisation, or all",
+        help="fig4, width, generalisation, all (the three), or followup",
     )
     parser.add_argument(
         "--quick",
@@ -1388,7 +1408,7 @@ def build_parser():
         type=positive_int,
         default=None,
         metavar="N",
-        help="run only the first N seeds of width and generalisation "
+        help="run only the first N seeds of width, generalisation and followup "
         "(default: all; for partial runs at full scale)",
     )
     return parser
@@ -1409,7 +1429,7 @@ def main(argv=None):
         created = writable_folder(args.out)
     except OSError as exc:
         parser.error(f"--out {args.out}: {exc}")
-    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
+    names = list(ALL) if args.name == "all" else [args.name]
     command = "skdynloss reproduce " + " ".join(
         [args.name]
         + (["--quick"] if args.quick else [])
@@ -1423,7 +1443,7 @@ def main(argv=None):
     for name in names:
         plan, _ = EXPERIMENTS[name]
         settings = {}
-        if args.seeds is not None and name == "width":
+        if args.seeds is not None and name in ("width", "followup"):
             settings["n_seeds"] = args.seeds
         if args.seeds is not None and name == "generalisation":
             settings["spiral_seeds"] = args.seeds
