@@ -25,8 +25,8 @@ training; the summary gives, per width and loss, their mean, standard deviation,
 extremes, and the paired difference dynamical - static (DCE - CE, DMSE1 - MSE,
 DMSE2 - MSE; same seed, same initialisation).
 
-What the scale below sets, and why (none of it is a number the follow-up's text
-gives the package):
+What the scale below sets, and why (chosen here, not taken from the follow-up
+paper's text):
 
 * the task and the network are those of the original paper (the spiral of
   :func:`skdynloss.make_spiral`, one hidden ReLU layer, full-batch gradient descent),
