@@ -44,7 +44,13 @@ from ._engine import (  # noqa: F401 (deferred_sigint, _Record: their home befor
     deferred_sigint,
     fit_one,
 )
-from ._losses import DynamicalLoss, check_loss_callable, check_loss_signature
+from ._losses import (
+    BASE_LOSSES,
+    DynamicalLoss,
+    check_loss_callable,
+    check_loss_signature,
+    probabilities,
+)
 from ._modules import CNN, CNN1D, MLP, n_image_features
 from ._net import DynamicalNet
 from ._schedules import check_shape_callable
@@ -206,12 +212,18 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     static_last_period : bool, default=True
         Train the last ``period`` epochs of every ``fit`` with the plain base loss, as
         the paper does. Not applied by ``partial_fit``, whose end is unknown.
-    loss : {"cross_entropy", "squared_error"} or callable, default="cross_entropy"
+    loss : {"cross_entropy", "squared_error", "squared_error_sum", \
+            "squared_error_per_output"} or callable, default="cross_entropy"
         The base loss that the class weights tilt: cross-entropy of the logits (the
-        paper's), the squared error ``(1/C) sum_j (f_j - delta_{j,y})^2`` of the outputs
-        against one-hot targets (Lavin and Ruiz-Garcia, 2024), or a callable
-        ``loss(outputs, y) -> per-sample losses`` (a tensor of shape (n,)). Whatever the
-        base, ``predict_proba`` is the softmax of the outputs.
+        paper's); a squared error of the outputs against one-hot targets (Lavin and
+        Ruiz-Garcia, 2024), ``(1/C) sum_j (f_j - delta_{j,y})^2`` (``"squared_error"``)
+        or ``sum_j (f_j - delta_{j,y})^2`` (``"squared_error_sum"``) weighted by the
+        weight of the sample's class, or ``sum_j Gamma_j (f_j - delta_{j,y})^2``
+        (``"squared_error_per_output"``), each output weighted by the weight of its
+        class; or a callable ``loss(outputs, y) -> per-sample losses`` (a tensor of
+        shape (n,)). ``predict_proba`` is the softmax of the outputs, except for the
+        squared errors, whose outputs estimate the one-hot targets: there it is the
+        outputs clipped at 0 and normalised to sum to 1.
     module : {"mlp", "cnn", "cnn1d"} or callable, default="mlp"
         The network: a ReLU MLP, a small 2-D convolutional network for images given
         as flat rows (``image_shape``), or a small 1-D convolutional network for rows
@@ -382,7 +394,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         "shape": [StrOptions({"triangle", "sine"}), callable],
         "order": [StrOptions({"cyclic", "random"})],
         "static_last_period": ["boolean"],
-        "loss": [StrOptions({"cross_entropy", "squared_error"}), callable],
+        "loss": [StrOptions(set(BASE_LOSSES)), callable],
         "module": [StrOptions({"mlp", "cnn", "cnn1d"}), callable],
         "hidden_layer_sizes": [
             "array-like",
@@ -1282,7 +1294,8 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def predict_proba(self, X):
-        """Class probabilities: the softmax of the network's outputs.
+        """Class probabilities: the softmax of the network's outputs (for the squared
+        errors, the outputs clipped at 0 and normalised).
 
         Parameters
         ----------
@@ -1294,8 +1307,9 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities in the order of ``classes_``.
         """
-        # Softmax in float64, so that rows sum to one to double precision.
-        return torch.softmax(self._outputs(X).to(torch.float64), dim=1).cpu().numpy()
+        # In float64, so that rows sum to one to double precision.
+        outputs = self._outputs(X).to(torch.float64)
+        return probabilities(outputs, self.loss).cpu().numpy()
 
     def predict(self, X):
         """Predict class labels.

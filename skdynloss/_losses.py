@@ -6,10 +6,21 @@
 
 from the network's outputs, the targets and the weights Gamma (which
 :func:`~skdynloss.class_weights` computes), for a base loss ``ell``: cross-entropy (the
-paper's), squared error against one-hot targets (Lavin and Ruiz-Garcia, 2024,
+paper's), squared errors against one-hot targets (Lavin and Ruiz-Garcia, 2024,
 :arxiv:`2410.10690`), or any callable returning per-sample losses. It is a plain mean
 over samples (or, with sample weights ``s``, ``sum s Gamma ell / sum s``), never
 torch's weight-normalised mean, which would divide the tilt out.
+
+One base, ``"squared_error_per_output"``, weighs each output j of every sample by the
+weight of class j instead of the whole sample by the weight of its label,
+
+.. math:: F(t) = \\frac{1}{P} \\sum_{\\mu} \\sum_j \\Gamma_j(t)\\,
+          (f_j(x_\\mu) - \\delta_{j, y_\\mu})^2 .
+
+Its *terms* (:func:`loss_terms`) are per sample and output, of shape ``(..., P, C)``,
+where a label-weighted base's terms are its per-sample losses, of shape ``(..., P)``;
+:func:`weighted_mean` weighs either kind, so that the single fit, the stacks, the
+per-epoch record and the sharpness share one formula.
 
 :class:`DynamicalLoss` holds the schedule's parameters and a time, moved by
 :meth:`~DynamicalLoss.set_time`; its forward pass is ``dynamical_loss(outputs, y,
@@ -25,7 +36,21 @@ import torch.nn.functional as F
 
 from ._schedules import ORDERS, SHAPES, class_weights
 
-BASE_LOSSES = ("cross_entropy", "squared_error")
+BASE_LOSSES = (
+    "cross_entropy",
+    "squared_error",
+    "squared_error_sum",
+    "squared_error_per_output",
+)
+
+#: Bases whose weights multiply each output's term (Gamma_j), not the sample's loss.
+PER_OUTPUT_BASES = frozenset({"squared_error_per_output"})
+
+#: Bases whose outputs estimate the one-hot targets (their probabilities are the
+#: outputs clipped at 0 and normalised, see :func:`probabilities`).
+SQUARED_ERROR_BASES = frozenset(
+    {"squared_error", "squared_error_sum", "squared_error_per_output"}
+)
 
 
 def cross_entropy(outputs, y):
@@ -36,17 +61,70 @@ def cross_entropy(outputs, y):
     return -log_probs.gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
 
+def squared_errors(outputs, y):
+    """The squared error of every output against the one-hot target,
+    ``(f_j - delta_{j, y})^2``, of shape (..., P, C)."""
+    one_hot = F.one_hot(y, outputs.shape[-1]).to(outputs.dtype)
+    return (outputs - one_hot).square()
+
+
 def squared_error(outputs, y):
     """Per-sample ``(1/C) sum_j (f_j - delta_{j, y})^2`` of outputs against one-hot y.
 
     With all weights 1 its mean over the batch is torch's ``mse_loss(outputs,
     one_hot(y))``.
     """
-    one_hot = F.one_hot(y, outputs.shape[-1]).to(outputs.dtype)
-    return (outputs - one_hot).square().mean(dim=-1)
+    return squared_errors(outputs, y).mean(dim=-1)
 
 
-_BASES = {"cross_entropy": cross_entropy, "squared_error": squared_error}
+def squared_error_sum(outputs, y):
+    """Per-sample ``sum_j (f_j - delta_{j, y})^2``: :func:`squared_error` without the
+    ``1/C``, the per-sample error of Lavin and Ruiz-Garcia's squared errors."""
+    return squared_errors(outputs, y).sum(dim=-1)
+
+
+_BASES = {
+    "cross_entropy": cross_entropy,
+    "squared_error": squared_error,
+    "squared_error_sum": squared_error_sum,
+    # Unweighted, its terms summed over the outputs: the same per-sample loss.
+    "squared_error_per_output": squared_error_sum,
+}
+
+
+def loss_terms(outputs, y, base="cross_entropy"):
+    """The terms the class weights multiply: per sample (..., P) for a base weighted
+    by each sample's label, per sample and output (..., P, C) for
+    ``"squared_error_per_output"``."""
+    if isinstance(base, str) and base in PER_OUTPUT_BASES:
+        return squared_errors(outputs, y)
+    return per_sample_losses(outputs, y, base)
+
+
+def unweighted_losses(terms, y):
+    """Per-sample losses (..., P) from :func:`loss_terms` (all weights 1)."""
+    return terms if terms.ndim == y.ndim else terms.sum(dim=-1)
+
+
+def probabilities(outputs, base="cross_entropy"):
+    """Class probabilities from the outputs (..., C) of a network trained on ``base``.
+
+    The softmax of the logits, except for the squared errors, whose outputs estimate
+    the one-hot targets (the probabilities themselves, where the network fits well):
+    there the outputs clipped at 0 and divided by their sum, and, for a row whose
+    outputs are all <= 0, the softmax. Either way the largest probability is that of
+    the largest output, the predicted class.
+    """
+    if not (isinstance(base, str) and base in SQUARED_ERROR_BASES):
+        return torch.softmax(outputs, dim=-1)
+    clipped = outputs.clamp_min(0)
+    total = clipped.sum(dim=-1, keepdim=True)
+    positive = total > 0
+    return torch.where(
+        positive,
+        clipped / torch.where(positive, total, torch.ones_like(total)),
+        torch.softmax(outputs, dim=-1),
+    )
 
 
 def base_loss_function(base):
@@ -135,9 +213,12 @@ def dynamical_loss(outputs, y, gamma, *, base="cross_entropy", sample_weight=Non
         Class indices.
     gamma : torch.Tensor of shape (..., C)
         Class weights (:func:`~skdynloss.class_weights`), on the device of ``outputs``.
-    base : {"cross_entropy", "squared_error"} or callable, default="cross_entropy"
-        The base loss; a callable ``base(outputs, y)`` returns per-sample losses of
-        the shape of ``y``.
+    base : str or callable, default="cross_entropy"
+        The base loss: ``"cross_entropy"``; ``"squared_error"``, ``(1/C) sum_j (f_j
+        - delta_{j,y})^2`` weighted by ``Gamma_y``; ``"squared_error_sum"``, ``sum_j
+        (f_j - delta_{j,y})^2`` weighted by ``Gamma_y``; ``"squared_error_per_output"``,
+        ``sum_j Gamma_j (f_j - delta_{j,y})^2``; or a callable ``base(outputs, y)``
+        returning per-sample losses of the shape of ``y`` (weighted by ``Gamma_y``).
     sample_weight : torch.Tensor of shape (..., P), default=None
         Non-negative sample weights: the loss is then ``sum s Gamma loss / sum s``, so
         that integer weights count as repeated rows.
@@ -148,21 +229,34 @@ def dynamical_loss(outputs, y, gamma, *, base="cross_entropy", sample_weight=Non
         A scalar for one model.
     """
     return weighted_mean(
-        per_sample_losses(outputs, y, base), y, gamma, sample_weight=sample_weight
+        loss_terms(outputs, y, base), y, gamma, sample_weight=sample_weight
     )
+
+
+def weigh(terms, y, gamma):
+    """The weighted per-sample losses (..., P) of :func:`loss_terms`:
+    ``Gamma_{y_mu} l_mu`` for per-sample terms, ``sum_j Gamma_j e_{mu j}`` for
+    per-output terms; ``gamma`` (C,) or (..., C), None for all weights 1."""
+    if terms.ndim == y.ndim + 1:
+        if gamma is None:
+            return terms.sum(dim=-1)
+        # Gamma_j: the weight of each output's own class, the same for every sample.
+        return (terms * gamma.unsqueeze(-2)).sum(dim=-1)
+    if gamma is None:
+        return terms
+    # Gamma_{y_mu}: the weight of each sample's own class.
+    if gamma.ndim == 1:
+        return gamma[y] * terms
+    return gamma.gather(-1, y) * terms
 
 
 def weighted_mean(losses, y, gamma, *, sample_weight=None):
     """``mean_mu Gamma_{y_mu} losses_mu`` (with sample weights: ``sum s Gamma l / sum
-    s``): the second half of :func:`dynamical_loss`, for per-sample losses computed
-    already. ``gamma=None`` is the plain (sample-weighted) mean of the base loss."""
-    # Gamma_{y_mu}: the weight of each sample's own class.
-    if gamma is None:
-        weighted = losses
-    elif gamma.ndim == 1:
-        weighted = gamma[y] * losses
-    else:
-        weighted = gamma.gather(-1, y) * losses
+    s``): the second half of :func:`dynamical_loss`, for terms computed already
+    (:func:`loss_terms`). Per-output terms (..., P, C) are weighted by the weight of
+    their output's class and summed over the outputs. ``gamma=None`` is the plain
+    (sample-weighted) mean of the base loss."""
+    weighted = weigh(losses, y, gamma)
     if sample_weight is None:
         # A plain mean over the P samples (not torch's mean normalised by the weights,
         # which would cancel the tilt).
@@ -220,9 +314,14 @@ class DynamicalLoss(torch.nn.Module):
         paper; ``"random"`` visits every class once per cycle in a seeded random order.
     random_state : int, default=0
         Seed of ``order="random"``.
-    base : {"cross_entropy", "squared_error"} or callable, default="cross_entropy"
-        The base loss. ``"squared_error"`` is ``(1/C) sum_j (f_j - delta_{j,y})^2`` on
-        the outputs; a callable ``base(outputs, y)`` returns per-sample losses.
+    base : str or callable, default="cross_entropy"
+        The base loss, on the outputs: ``"cross_entropy"`` of the logits;
+        ``"squared_error"``, ``(1/C) sum_j (f_j - delta_{j,y})^2``, and
+        ``"squared_error_sum"``, ``sum_j (f_j - delta_{j,y})^2``, both weighted by the
+        weight of the sample's class; ``"squared_error_per_output"``, ``sum_j Gamma_j
+        (f_j - delta_{j,y})^2``, each output weighted by the weight of its class; a
+        callable ``base(outputs, y)`` returns per-sample losses (weighted by the
+        sample's class).
 
     Attributes
     ----------
@@ -373,7 +472,7 @@ class DynamicalLoss(torch.nn.Module):
         return gamma.tolist()
 
     def reduce(self, losses, target, sample_weight=None):
-        """The dynamical loss from per-sample base losses computed already."""
+        """The dynamical loss from terms computed already (:func:`loss_terms`)."""
         return weighted_mean(
             losses, target, self.weights.to(losses.dtype), sample_weight=sample_weight
         )
@@ -479,50 +578,90 @@ class DynamicalCrossEntropy(DynamicalLoss):
         )
 
 
-def class_major_losses(outputs, y, base):
-    """Per-sample base losses (K, B) of class-major outputs (K, C, B).
+def class_major_terms(outputs, y, base):
+    """:func:`loss_terms` of class-major outputs (K, C, B): per sample (K, B), or per
+    output (K, C, B) for ``"squared_error_per_output"``.
 
-    The formulas of :func:`cross_entropy` and :func:`squared_error`, reduced over the
+    The formulas of :func:`cross_entropy` and the squared errors, reduced over the
     class axis 1 (the stacked MLP's layout, where a reduction over a non-innermost
     axis of a few classes is an order of magnitude faster than over the innermost).
     """
     if base == "cross_entropy":
         log_probs = torch.log_softmax(outputs, dim=1)
         return -log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
-    if base == "squared_error":
+    if base in SQUARED_ERROR_BASES:
         one_hot = F.one_hot(y, outputs.shape[1]).to(outputs.dtype)
-        return (outputs - one_hot.transpose(1, 2)).square().mean(dim=1)
+        errors = (outputs - one_hot.transpose(1, 2)).square()
+        if base == "squared_error":
+            return errors.mean(dim=1)
+        if base == "squared_error_sum":
+            return errors.sum(dim=1)
+        return errors
     raise ValueError(f"the base loss {base!r} has no class-major form")
 
 
-def stacked_losses(outputs, y, bases, *, class_dim):
-    """Per-sample base losses (K, B) of K models' outputs.
+def class_major_losses(outputs, y, base):
+    """Per-sample base losses (K, B) of class-major outputs (K, C, B), all weights 1."""
+    terms = class_major_terms(outputs, y, base)
+    return terms if terms.ndim == y.ndim else terms.sum(dim=1)
 
-    ``outputs`` is (K, C, B) (``class_dim=1``) or (K, B, C) (``class_dim=-1``); model
-    k's base loss is ``bases[k]``: a named one, computed for all models that share it
-    at once, or a callable, called on model k's own (B, C) outputs as in a single fit.
+
+def stacked_losses(outputs, y, bases, *, class_dim):
+    """Per-sample base losses (K, B) of K models' outputs (all weights 1); see
+    :func:`stacked_weighted_losses`."""
+    return _stacked(outputs, y, bases, None, class_dim)[1]
+
+
+def stacked_weighted_losses(outputs, y, bases, gamma, *, class_dim):
+    """The weighted and the plain per-sample losses, both (K, B), of K models' outputs.
+
+    ``outputs`` is (K, C, B) (``class_dim=1``) or (K, B, C) (``class_dim=-1``) and
+    ``gamma`` (K, C) the models' weights; model k's base loss is ``bases[k]``: a named
+    one, computed for all models that share it at once, or a callable, called on
+    model k's own (B, C) outputs as in a single fit. The weighted losses are
+    :func:`weigh` of each model's :func:`loss_terms`, so that models of both kinds of
+    base (weighted by label or by output) share a stack.
     """
+    return _stacked(outputs, y, bases, gamma, class_dim)
+
+
+def _stacked(outputs, y, bases, gamma, class_dim):
     groups = {}
     for k, base in enumerate(bases):
         groups.setdefault(base if not callable(base) else ("callable", k), []).append(k)
     if len(groups) == 1 and not callable(bases[0]):
-        return _named_stacked(outputs, y, bases[0], class_dim)
-    losses = outputs.new_empty(y.shape)
+        return _named_stacked(outputs, y, bases[0], gamma, class_dim)
+    weighted = outputs.new_empty(y.shape)
+    plain = outputs.new_empty(y.shape)
     for key, ks in groups.items():
         if isinstance(key, tuple):  # a callable: model k's own outputs
             (k,) = ks
             out = outputs[k] if class_dim == -1 else outputs[k].transpose(0, 1)
-            losses[k] = per_sample_losses(out, y[k], bases[k])
+            plain[k] = losses = per_sample_losses(out, y[k], bases[k])
+            weighted[k] = losses if gamma is None else weigh(losses, y[k], gamma[k])
         else:
             ix = torch.tensor(ks, device=outputs.device)
-            losses[ix] = _named_stacked(outputs[ix], y[ix], key, class_dim)
-    return losses
+            g = None if gamma is None else gamma[ix]
+            weighted[ix], plain[ix] = _named_stacked(
+                outputs[ix], y[ix], key, g, class_dim
+            )
+    return weighted, plain
 
 
-def _named_stacked(outputs, y, base, class_dim):
+def _named_stacked(outputs, y, base, gamma, class_dim):
+    """(weighted, plain) per-sample losses of models that share the named ``base``."""
     if class_dim == 1:
-        return class_major_losses(outputs, y, base)
-    return base_loss_function(base)(outputs, y)
+        terms = class_major_terms(outputs, y, base)
+        if terms.ndim == y.ndim:
+            plain = terms
+            weighted = plain if gamma is None else gamma.gather(-1, y) * plain
+        else:  # per output, (K, C, B): Gamma_j of each output, summed over the classes
+            plain = terms.sum(dim=1)
+            weighted = plain if gamma is None else (terms * gamma.unsqueeze(-1)).sum(1)
+        return weighted, plain
+    terms = loss_terms(outputs, y, base)
+    plain = unweighted_losses(terms, y)
+    return (plain if gamma is None else weigh(terms, y, gamma)), plain
 
 
 class StackedDynamicalLoss(torch.nn.Module):
@@ -615,7 +754,17 @@ class StackedDynamicalLoss(torch.nn.Module):
         self.weights = gamma
         return gamma_np
 
+    def losses(self, outputs, target, *, class_dim=-1):
+        """The weighted and the plain per-sample losses (K, B) at the current time."""
+        return stacked_weighted_losses(
+            outputs,
+            target,
+            self.bases,
+            self.weights.to(outputs.dtype),
+            class_dim=class_dim,
+        )
+
     def forward(self, outputs, target, sample_weight=None, *, class_dim=-1):
         """The K losses, shape (K,)."""
-        losses = stacked_losses(outputs, target, self.bases, class_dim=class_dim)
-        return weighted_mean(losses, target, self.weights, sample_weight=sample_weight)
+        weighted, _ = self.losses(outputs, target, class_dim=class_dim)
+        return weighted_mean(weighted, target, None, sample_weight=sample_weight)

@@ -34,7 +34,7 @@ from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
 from skorch.history import History
 
-from ._losses import per_sample_losses, stacked_losses, weighted_mean
+from ._losses import loss_terms, unweighted_losses, weighted_mean
 
 
 class StopTraining(KeyboardInterrupt):
@@ -348,18 +348,17 @@ class DynamicalNet(NeuralNetClassifier):
         y_pred = self.infer(Xi["X"] if _is_dict(Xi) else Xi, **fit_params)
         criterion = self.criterion_
         if self.members is None:
-            losses = per_sample_losses(y_pred, yi, criterion.base)
-            loss = criterion.reduce(losses, yi, sample_weight=sample_weight)
+            terms = loss_terms(y_pred, yi, criterion.base)
+            loss = criterion.reduce(terms, yi, sample_weight=sample_weight)
             loss.backward()
+            losses = unweighted_losses(terms, yi)
             return {"loss": loss, "y_pred": y_pred, "base_losses": losses.detach()}
         # K models: the gradient of the sum of their losses is, for the parameters of
         # model k, the gradient of model k's own loss (the models share nothing).
-        losses = stacked_losses(
-            y_pred, yi, criterion.bases, class_dim=self.module_.class_dim
+        weighted, losses = criterion.losses(
+            y_pred, yi, class_dim=self.module_.class_dim
         )
-        per_model = weighted_mean(
-            losses, yi, criterion.weights.to(losses.dtype), sample_weight=sample_weight
-        )
+        per_model = weighted_mean(weighted, yi, None, sample_weight=sample_weight)
         index = self.active_index_
         loss = (per_model if index is None else per_model[index]).sum()
         loss.backward()

@@ -97,7 +97,9 @@ def test_summary_pairs_each_cell_with_the_baseline_as_long():
         }
     )
     summary = {(r["amplitude"], r["period"]): r for r in phase.phase_summary(rows)}
-    assert summary[(1.0, 100)]["verdict"] == summary[(1.0, 5000)]["verdict"] == "baseline"
+    assert (
+        summary[(1.0, 100)]["verdict"] == summary[(1.0, 5000)]["verdict"] == "baseline"
+    )
     assert summary[(1.0, 100)]["mean"] == pytest.approx(0.65)
     assert summary[(1.0, 100)]["difference_mean"] == 0
     helps = summary[(10.0, 100)]

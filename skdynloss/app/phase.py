@@ -144,7 +144,9 @@ def _describe(rows):
     settings = ",".join(dict.fromkeys(r["setting"] for r in rows))
     metric = {r["setting"]: SETTINGS[r["setting"]]["metric"] for r in rows}
     mean = np.mean([r[metric[r["setting"]]] for r in rows])
-    return f"setting={settings} x{len(rows)}: mean {'/'.join(metric.values())} {mean:.3f}"
+    return (
+        f"setting={settings} x{len(rows)}: mean {'/'.join(metric.values())} {mean:.3f}"
+    )
 
 
 def run_phase(*, quick=False, settings=None, n_jobs=1, progress=True):
@@ -154,7 +156,7 @@ def run_phase(*, quick=False, settings=None, n_jobs=1, progress=True):
 
 
 def _verdict(diff):
-    """"helps", "hurts" or "level" for the paired differences of one cell."""
+    """ "helps", "hurts" or "level" for the paired differences of one cell."""
     diff = np.asarray(diff, dtype=float)
     allowed = 1 if diff.size > 2 else 0
     if diff.mean() >= MARGIN and np.sum(diff <= 0) <= allowed:
@@ -184,12 +186,8 @@ def phase_summary(rows):
                     if r["amplitude"] == amplitude and r["period"] == period
                 ]
                 values = np.array([r[metric] for r in cell])
-                diff = np.array(
-                    [r[metric] - base[(r["seed"], period)] for r in cell]
-                )
-                base_mean = np.mean(
-                    [v for (_, t), v in base.items() if t == period]
-                )
+                diff = np.array([r[metric] - base[(r["seed"], period)] for r in cell])
+                base_mean = np.mean([v for (_, t), v in base.items() if t == period])
                 mean, std = _r._mean_std(values)
                 dmean, dstd = _r._mean_std(diff)
                 out.append(
@@ -235,9 +233,7 @@ def sentences(summary):
                 continue
             where = "; ".join(
                 f"A {a:g}: T "
-                + ", ".join(
-                    str(r["period"]) for r in chosen if r["amplitude"] == a
-                )
+                + ", ".join(str(r["period"]) for r in chosen if r["amplitude"] == a)
                 for a in dict.fromkeys(r["amplitude"] for r in chosen)
             )
             best = max(chosen, key=lambda r: abs(r["difference_mean"]))
