@@ -1420,8 +1420,8 @@ def build_parser():
     parser.add_argument(
         "--paper-length",
         action="store_true",
-        help="generalisation at the paper's length (T = 5000, 70 000 steps, about "
-        "1.5 h on 2 cores) instead of T = 1000, 14 000 steps",
+        help="generalisation at the paper's length (T = 5000, 70 000 steps; about "
+        "3 h on 2 idle cores) instead of T = 1000, 14 000 steps",
     )
     parser.add_argument(
         "--seeds",
