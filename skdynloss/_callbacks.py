@@ -855,7 +855,7 @@ class CycleEarlyStopping(Callback):
     tol : float, default=1e-4
     restore_best : bool, default=True
         Keep the parameters of the best judged epoch when the fit does not end with a
-        plain period.
+        plain period (and did not diverge: then the divergence guard's are kept).
     min_cycles : int, default=2
         Whole cycles through the classes before a tilted fit may stop.
 
@@ -992,9 +992,10 @@ class CycleEarlyStopping(Callback):
             and not (self._tilted(net) and self._ends_plain(net))
             and self.best_epoch_ is not None
             and self.best_epoch_ < n
+            and not _callback(net, "divergence_guard").diverged_
         ):
             # The best judged epoch's parameters, as MLPClassifier keeps them (not
-            # after the divergence guard cut the history back before that epoch).
+            # after a divergence: the guard's parameters are the last it vouched for).
             net.module_.load_state_dict(weights)
 
     def __getstate__(self):
