@@ -567,3 +567,18 @@ def test_scikit_learns_training_curves_example_runs_with_the_estimator():
     assert not escaped, [str(w.message) for w in escaped]
     assert filtered and set(filtered) == {ConvergenceWarning}
     assert out.getvalue().count("Training set loss") == 28
+
+
+def test_a_file_cannot_give_validation_scores_to_a_fit_without_a_split(blobs, tmp_path):
+    from test_persistence import forge
+
+    X, y = blobs
+    clf = DynamicalLossClassifier(
+        **FAST, max_epochs=3, early_stopping=True, validation_fraction=None
+    )
+    fit_quietly(clf, X, y)
+    path = tmp_path / "model.skdl"
+    skdynloss.save(clf, path)
+    forge(path, lambda m: m["classifier"]["record_validation"].append(0.5))
+    with pytest.raises(ValueError, match="validation record"):
+        skdynloss.load(path)
