@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback, EarlyStopping
+from skorch.callbacks import Callback
 
 from ._losses import dynamical_loss, per_sample_losses, weighted_mean
 from ._net import StopTraining, _is_dict, batch_size_for, steps_per_epoch
@@ -816,13 +816,192 @@ class ProgressBar(Callback):
         return state
 
 
-class ValidationEarlyStopping(EarlyStopping):
-    """skorch's EarlyStopping, for a history that the divergence guard may have cut
-    back to nothing (skorch's reads the last row's epoch at the end of training)."""
+class CycleEarlyStopping(Callback):
+    """Stop a fit when its monitored record stops improving, at the ends of periods.
+
+    The rule of scikit-learn's MLPClassifier, judged where a dynamical loss allows:
+
+    * an epoch *improves* when its value beats the best so far by ``tol``
+      (``value >= best + tol`` for a score, ``value <= best - tol`` for a loss), and
+      the fit stops at a judged epoch more than ``patience`` epochs after the last
+      epoch that improved;
+    * without a tilt (``amplitude == 1``) every epoch is judged, and with
+      ``restore_best`` the parameters of the best epoch are kept, as MLPClassifier
+      keeps them;
+    * with a tilt, only the epoch in which a period ends is judged (the class weights
+      are back to 1 there, so the values of different periods compare; inside a
+      period they trade one class against the others by design), never one of the
+      call's plain last period, and the rule does not stop before ``min_cycles``
+      whole cycles through the classes since the call began. When it stops, a fit
+      with ``static_last_period`` trains one more period with the plain base loss
+      (all weights 1, from the next step on, ``ceil(period)`` epochs) and ends there,
+      with the parameters it ends with; without it, the fit ends at once and
+      ``restore_best`` keeps the parameters of the best judged epoch.
+
+    It acts on its own net only: it reads the net's history and criterion, moves the
+    start of the plain period through the net's loss clock (``static_from_``), and
+    ends training with skorch's signal, a KeyboardInterrupt raised in
+    ``on_epoch_end``. So in a stack each model does what its own fit does (the stack
+    takes each model's ``static_from_`` from its clock after its callbacks ran, and a
+    model that raises stops alone).
+
+    Parameters
+    ----------
+    monitor : str, default="valid_acc"
+        The history key judged.
+    lower_is_better : bool, default=False
+    patience : int, default=10
+        Epochs without improvement (``n_iter_no_change``).
+    tol : float, default=1e-4
+    restore_best : bool, default=True
+        Keep the parameters of the best judged epoch when the fit does not end with a
+        plain period (and did not diverge: then the divergence guard's are kept).
+    min_cycles : int, default=2
+        Whole cycles through the classes before a tilted fit may stop.
+
+    Attributes
+    ----------
+    converged_ : bool
+        Whether the rule's condition held at a judged epoch of the last call (the fit
+        stopped, or its own plain last period began, there).
+    stopped_epoch_ : int or None
+        The epoch at which the rule decided to stop (None when it did not).
+    best_ : float
+        The best judged value of the call; ``best_epoch_`` its epoch.
+    """
+
+    #: Times that differ by less than this (in periods or epochs) are the same.
+    eps = 1e-9
+
+    def __init__(
+        self,
+        monitor="valid_acc",
+        lower_is_better=False,
+        patience=10,
+        tol=1e-4,
+        restore_best=True,
+        min_cycles=2,
+    ):
+        self.monitor = monitor
+        self.lower_is_better = lower_is_better
+        self.patience = patience
+        self.tol = tol
+        self.restore_best = restore_best
+        self.min_cycles = min_cycles
+
+    def initialize(self):
+        self._reset(0, 0.0)
+        return self
+
+    def _reset(self, epoch, time):
+        self.best_ = math.inf if self.lower_is_better else -math.inf
+        self.best_epoch_ = None
+        self.improved_epoch_ = epoch
+        self.converged_ = False
+        self.stopped_epoch_ = None
+        self.plain_until_ = None
+        self.start_epoch_ = epoch
+        self.start_time_ = time
+        self._best_weights = None
+
+    def on_train_begin(self, net, **kwargs):
+        history = net.history
+        start = history[-1].get("loss_time", 0.0) if len(history) else 0.0
+        # Each call is judged afresh: its own cycles, its own plain last period.
+        self._reset(len(history), start)
+
+    @staticmethod
+    def _tilted(net):
+        return net.criterion_.amplitude != 1
+
+    @staticmethod
+    def _ends_plain(net):
+        """Whether the call ends with a plain period (its clock's static one)."""
+        clock = _callback(net, "loss_clock")
+        return bool(clock.static_last_period and clock.epochs is not None)
+
+    def judged(self, net):
+        """Whether the epoch just ended is judged, and the end of the period it
+        completed (its time; the epoch's own end without a tilt)."""
+        history = net.history
+        end = history[-1]["loss_time"]
+        if not self._tilted(net):
+            return True, end
+        begin = history[-2].get("loss_time", 0.0) if len(history) > 1 else 0.0
+        period = net.criterion_.period
+        k = math.floor(end / period + self.eps)
+        if k <= math.floor(begin / period + self.eps):
+            return False, end  # no period ended in this epoch
+        boundary = k * period
+        clock = _callback(net, "loss_clock")
+        if boundary > clock.static_from_ + self.eps * period:
+            return False, end  # inside the call's plain last period
+        return True, boundary
+
+    def on_epoch_end(self, net, **kwargs):
+        history = net.history
+        epoch = len(history)
+        if self.plain_until_ is not None:
+            if epoch >= self.plain_until_:
+                raise KeyboardInterrupt  # skorch's signal to end training
+            return
+        if self.stopped_epoch_ is not None:
+            return
+        judged, boundary = self.judged(net)
+        if not judged:
+            return
+        value = history[-1][self.monitor]
+        best, tol = self.best_, self.tol
+        if self.lower_is_better:
+            improved, better = value <= best - tol, value < best
+        else:
+            improved, better = value >= best + tol, value > best
+        if improved:
+            self.improved_epoch_ = epoch
+        tilted = self._tilted(net)
+        if better:
+            self.best_, self.best_epoch_ = float(value), epoch
+            if self.restore_best and not (tilted and self._ends_plain(net)):
+                self._best_weights = {
+                    k: v.detach().clone() for k, v in net.module_.state_dict().items()
+                }
+        if tilted:
+            criterion = net.criterion_
+            cycles = criterion.n_classes * criterion.period * self.min_cycles
+            if boundary < self.start_time_ + cycles - self.eps * criterion.period:
+                return
+        if epoch - self.improved_epoch_ <= self.patience:
+            return
+        self.converged_ = True
+        self.stopped_epoch_ = epoch
+        if not (tilted and self._ends_plain(net)):
+            raise KeyboardInterrupt
+        clock = _callback(net, "loss_clock")
+        period = net.criterion_.period
+        if boundary >= clock.static_from_ - self.eps * period:
+            return  # the call's own plain last period has begun: it ends as planned
+        # The plain period, from the next step on, for one period of whole epochs.
+        clock.static_from_ = history[-1]["loss_time"]
+        self.plain_until_ = epoch + math.ceil(period - self.eps)
 
     def on_train_end(self, net, **kwargs):
-        if len(net.history):
-            super().on_train_end(net, **kwargs)
+        weights, self._best_weights = self._best_weights, None
+        n = len(net.history)
+        if (
+            weights is not None
+            and not (self._tilted(net) and self._ends_plain(net))
+            and self.best_epoch_ is not None
+            and self.best_epoch_ < n
+            and not _callback(net, "divergence_guard").diverged_
+        ):
+            # The best judged epoch's parameters, as MLPClassifier keeps them (not
+            # after a divergence: the guard's parameters are the last it vouched for).
+            net.module_.load_state_dict(weights)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_best_weights"] = None
+        return state
 
 
 #: The callbacks of a model's own net that a stack runs once for all K models.
@@ -856,7 +1035,9 @@ class MemberCallbacks(Callback):
       which runs its validation epoch first, when it has a validation split);
     * a KeyboardInterrupt raised by ``on_epoch_end`` (skorch's signal to stop, as its
       EarlyStopping raises it) stops model k alone: it keeps its state of that moment
-      while the others go on.
+      while the others go on;
+    * a start of the plain period set on model k's own clock (``static_from_``, which
+      :class:`CycleEarlyStopping` moves) applies to model k from the next step on.
 
     ``on_train_begin`` and ``on_train_end`` reach every model's callbacks from the
     engine, with the model's own data, before and after the stack trains.
@@ -951,6 +1132,11 @@ class MemberCallbacks(Callback):
                 # Model k stops here (its early stopping, or a callback's own stop).
                 _callback(net, "divergence_guard").export(net, k)
                 net.stop_model(k)
+                continue
+            # Its callbacks may have moved the start of its plain period (early
+            # stopping does) on its own clock: the stack's clock follows from the
+            # next step on, as its own clock would.
+            clock.static_from_[k] = _callback(member, "loss_clock").static_from_
         if not any(net.active_):
             raise KeyboardInterrupt  # skorch's signal to end training
 

@@ -31,11 +31,11 @@ from skorch.callbacks import Callback
 
 from ._callbacks import (
     RESERVED_NAMES,
+    CycleEarlyStopping,
     DivergenceGuard,
     LossClock,
     ProgressBar,
     SharpnessTracker,
-    ValidationEarlyStopping,
     top_hessian_eigenvalue,
     weighted_mean_loss,
 )
@@ -173,10 +173,6 @@ def _cloned(state):
     return state
 
 
-def _silent(*args, **kwargs):
-    """A sink that prints nothing (skorch's EarlyStopping prints by default)."""
-
-
 class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     """Neural network classifier trained with a dynamical loss function.
 
@@ -260,18 +256,40 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     max_epochs : int, default=100
         Epochs per ``fit`` (``partial_fit`` runs one).
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified) and stop
-        when its accuracy has not improved by ``tol`` for ``n_iter_no_change`` epochs,
-        keeping the parameters of the best epoch, as scikit-learn's MLPClassifier does.
-        It also gives skorch callbacks that need a validation split (``EarlyStopping``,
-        ``Checkpoint``) their ``valid_loss`` and ``valid_acc``. ``partial_fit`` does not
-        support it (a ValueError, as in MLPClassifier).
-    validation_fraction : float, default=0.1
-        Share of the training data held out with ``early_stopping``.
+        Stop a ``fit`` when it stops improving. ``False`` trains all ``max_epochs``
+        (there is no stopping rule, unlike MLPClassifier, whose rule on the training
+        loss is always on). ``True`` holds out ``validation_fraction`` of the training
+        data (stratified) and judges its accuracy, as MLPClassifier's
+        ``early_stopping=True``; with ``validation_fraction=None`` it judges the plain
+        base loss of the training data instead (all class weights 1, as
+        ``base_loss_curve_`` records it), MLPClassifier's rule without early
+        stopping. An epoch improves when it beats the best value so far by ``tol``,
+        and the fit stops at a judged epoch more than ``n_iter_no_change`` epochs
+        after the last one that improved. With ``amplitude=1`` every epoch is judged
+        and, on the validation accuracy, the parameters of the best epoch are kept,
+        as in MLPClassifier. With a tilt (``amplitude > 1``) only the epoch in which
+        a period ends is judged (the weights are back to 1 there; inside a period the
+        tilted training trades one class against the others by design), none of the
+        call's plain last period, and the fit does not stop before two whole cycles
+        through the classes (``2 * n_classes * period`` epochs). Then, with
+        ``static_last_period=True``, it trains one more period with the plain base
+        loss (``ceil(period)`` epochs, from the next step on) and ends there, with the
+        parameters it ends with; without it, it ends at once, keeping the parameters
+        of the best period end (validation accuracy). ``period="auto"`` makes the two
+        cycles all of the fit but its plain last period, so early stopping can only
+        shorten a fit with a fixed ``period`` shorter than
+        ``max_epochs / (2 * n_classes + 1)``. A ``fit`` that reaches ``max_epochs``
+        before the rule holds warns (``ConvergenceWarning``), as MLPClassifier does.
+        A validation split also gives skorch callbacks that need one
+        (``EarlyStopping``, ``Checkpoint``) their ``valid_loss`` and ``valid_acc``.
+        ``partial_fit`` does not support it (a ValueError, as in MLPClassifier).
+    validation_fraction : float or None, default=0.1
+        Share of the training data held out with ``early_stopping``; None holds out
+        nothing and judges the training data's plain base loss.
     n_iter_no_change : int, default=10
         Epochs without improvement before ``early_stopping`` stops training.
     tol : float, default=1e-4
-        Least improvement of the validation accuracy that counts.
+        Least improvement of the judged value (accuracy, or base loss) that counts.
     device : str or torch.device, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU. Resolved into ``device_``.
     dtype : {"float32", "float64"}, default="float32"
@@ -335,7 +353,19 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     period_ : float
         The period in epochs that the last call trained with (``period`` resolved).
     loss_curve_ : list of float
-        The dynamical loss of each epoch (mean over its steps).
+        The loss minimised in each epoch (mean over its steps): the dynamical loss,
+        tilted by the class weights of its time, so its values rise and fall with
+        the focus by design; the plain last period's epochs hold the plain base loss.
+    base_loss_curve_ : list of float
+        The plain base loss of each epoch (all class weights 1, the unweighted mean
+        over the samples), measured in the same forward passes as ``loss_curve_``;
+        also ``dynamics_["base_loss"]``. It equals ``loss_curve_`` where the weights
+        are all 1 (``amplitude=1``, the plain last period).
+    loss_ : float
+        The loss of the last epoch, ``loss_curve_[-1]``, as MLPClassifier's.
+    best_loss_ : float or None
+        The lowest value of ``loss_curve_``; None with ``early_stopping`` on a
+        validation split (see ``best_validation_score_``), as in MLPClassifier.
     class_weights_ : ndarray of shape (`n_iter_`, n_classes)
         Class weights applied in each epoch (mean over its steps).
     dynamics_ : dict of ndarray
@@ -356,9 +386,11 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         ``threshold`` (2/lr for gradient descent, (2 + 2 momentum)/lr with heavy-ball
         momentum, NaN for adaptive optimizers).
     validation_scores_ : list of float or None
-        With ``early_stopping``: the validation accuracy of each epoch.
+        With ``early_stopping`` on a validation split: the validation accuracy of
+        each epoch (of every epoch, also those the rule does not judge); None
+        otherwise.
     best_validation_score_ : float or None
-        With ``early_stopping``: the best of them.
+        With ``early_stopping`` on a validation split: the best of them.
     diverged_ : bool
         Whether training stopped because the loss became non-finite (the parameters of
         the last finite epoch were kept).
@@ -412,7 +444,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         ],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
@@ -521,6 +553,34 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
     @loss_curve_.setter
     def loss_curve_(self, value):
         self._assign("loss_curve_", value)
+
+    @property
+    def base_loss_curve_(self):
+        """The plain base loss of each epoch (all class weights 1), measured in the
+        same forward passes as ``loss_curve_``."""
+        assigned = self._assigned("base_loss_curve_")
+        if assigned is not None:
+            return assigned
+        return list(self._fitted_record().rows["base_loss"])
+
+    @base_loss_curve_.setter
+    def base_loss_curve_(self, value):
+        self._assign("base_loss_curve_", value)
+
+    @property
+    def loss_(self):
+        """The loss of the last epoch, ``loss_curve_[-1]`` (NaN before any epoch)."""
+        curve = self._fitted_record().rows["loss"]
+        return float(curve[-1]) if curve else math.nan
+
+    @property
+    def best_loss_(self):
+        """The lowest of ``loss_curve_``; None with a validation split for early
+        stopping (``best_validation_score_`` then), as in MLPClassifier."""
+        record = self._fitted_record()
+        if self._validating(self._built_params):
+            return None
+        return float(min(record.rows["loss"], default=math.inf))
 
     @property
     def dynamics_(self):
@@ -767,12 +827,12 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
                 ) from exc
             monitor = getattr(callback, "monitor", None)
             needs_valid = isinstance(monitor, str) and monitor.startswith("valid_")
-            if needs_valid and not self.early_stopping:
+            if needs_valid and not self._validating():
                 raise ValueError(
                     f"callbacks[{i}] ({type(callback).__name__}) monitors {monitor!r}, "
                     "which needs a validation split: set early_stopping=True (with "
-                    "validation_fraction; n_iter_no_change=max_epochs leaves the "
-                    "stopping to the callback)."
+                    "validation_fraction not None; n_iter_no_change=max_epochs leaves "
+                    "the stopping to the callback)."
                 )
 
     def _update_built(self):
@@ -808,7 +868,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             callbacks["sharpness_tracker"].threshold = self._thresholds()
         if "early_stopping" in callbacks:
             callbacks["early_stopping"].patience = int(self.n_iter_no_change)
-            callbacks["early_stopping"].threshold = float(self.tol)
+            callbacks["early_stopping"].tol = float(self.tol)
         self._built_params = params
 
     def _snapshot(self):
@@ -923,9 +983,17 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             )
         return np.searchsorted(classes_, y), classes_
 
+    def _validating(self, params=None):
+        """Whether early stopping holds out a validation split (of the hyperparameters
+        ``params``, the current ones when None)."""
+        params = self.get_params(deep=False) if params is None else params
+        return bool(params["early_stopping"]) and (
+            params["validation_fraction"] is not None
+        )
+
     def _split(self, X, y, sample_weight):
         """The training rows, and the validation rows held out for early stopping."""
-        if not self.early_stopping:
+        if not self._validating():
             return X, y, sample_weight, None
         seed = self._seeds[3]
         idx = np.arange(len(X))
@@ -1102,21 +1170,23 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             "callbacks__train_loss": None,
         }
         if self.early_stopping:
+            # On the validation accuracy, or (validation_fraction=None) on the plain
+            # base loss of the training data: the dynamical loss itself rises and
+            # falls by design as the focus moves.
+            validating = self._validating()
             callbacks.append(
                 (
                     "early_stopping",
-                    ValidationEarlyStopping(
-                        monitor="valid_acc",
-                        lower_is_better=False,
+                    CycleEarlyStopping(
+                        monitor="valid_acc" if validating else "train_base_loss",
+                        lower_is_better=not validating,
                         patience=int(self.n_iter_no_change),
-                        threshold=float(self.tol),
-                        threshold_mode="abs",
-                        load_best=True,
-                        sink=_silent,
+                        tol=float(self.tol),
+                        restore_best=validating,
                     ),
                 )
             )
-        else:
+        if not self._validating():
             skorch_defaults.update(
                 callbacks__valid_loss=None, callbacks__valid_acc=None
             )
@@ -1240,7 +1310,7 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
             record.truncate(n_before)
             raise
         state["_epochs"] = record
-        if self.early_stopping:
+        if self._validating():
             state["validation_scores_"] = list(record.validation)
             state["best_validation_score_"] = (
                 max(record.validation) if record.validation else None

@@ -26,6 +26,7 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from skorch.helper import predefined_split
 
 from ._callbacks import (
@@ -310,7 +311,7 @@ def _training(net):
         if isinstance(key, str) and "valid" in key:
             raise ValueError(
                 f"A callback needs {key!r}, which exists only with a validation "
-                "split: set early_stopping=True."
+                "split: set early_stopping=True (and validation_fraction not None)."
             ) from exc
         raise
 
@@ -538,6 +539,38 @@ def interrupted_warning(estimator, stacklevel):
     )
 
 
+def convergence_warning(plan, stacklevel):
+    """MLPClassifier's ConvergenceWarning, when the call's stopping rule
+    (``early_stopping``) did not end a ``fit`` before ``max_epochs`` did."""
+    net = plan.net
+    rule = dict(net.callbacks_).get("early_stopping")
+    if (
+        rule is None
+        or rule.converged_
+        or plan.interrupted
+        or plan.estimator.diverged_
+        or len(net.history) - rule.start_epoch_ < plan.epochs
+    ):
+        return
+    what = (
+        "validation accuracy"
+        if rule.monitor == "valid_acc"
+        else "plain base loss of the training data"
+    )
+    where = (
+        f" (judged at the ends of periods, after {rule.min_cycles} whole cycles)"
+        if rule._tilted(net)
+        else ""
+    )
+    warnings.warn(
+        f"Maximum iterations ({plan.epochs}) reached and the optimization hasn't "
+        f"converged yet: the {what} still improved by tol={rule.tol:g} within "
+        f"n_iter_no_change={rule.patience} epochs{where}.",
+        ConvergenceWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 def fit_one(estimator, X, y, sample_weight, *, continuing, epochs, classes=None):
     """A single fit: a stack of one, prepared, trained and committed."""
     plan = prepare(
@@ -564,4 +597,8 @@ def fit_one(estimator, X, y, sample_weight, *, continuing, epochs, classes=None)
     commit(plan)
     if interrupted:
         interrupted_warning(estimator, stacklevel=4)
+    # Attributed to the caller of fit, as the interruption's warning: for a fit that
+    # is scikit-learn's fit wrapper (_fit_context), so that a filter on
+    # module="sklearn" catches it as it catches MLPClassifier's.
+    convergence_warning(plan, stacklevel=4)
     return estimator

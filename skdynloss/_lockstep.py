@@ -31,7 +31,14 @@ from sklearn.utils.validation import _num_samples
 
 from ._callbacks import stack_aware
 from ._classifier import DynamicalLossClassifier, _hidden_sizes, _resolve_device
-from ._engine import _HardInterrupt, commit, deferred_sigint, prepare, train
+from ._engine import (
+    _HardInterrupt,
+    commit,
+    convergence_warning,
+    deferred_sigint,
+    prepare,
+    train,
+)
 from ._losses import class_major_losses  # noqa: F401 (its home before)
 from ._modules import MLP, StackedMLP, stack_modules  # noqa: F401 (StackedMLP: idem)
 from ._net import InterruptedStep, batch_size_for, steps_per_epoch
@@ -229,7 +236,7 @@ def balanced_chunks(items, size):
 
 def _training_rows(estimator, n):
     """Rows a fit on ``n`` rows trains on (early stopping holds some out)."""
-    if not estimator.early_stopping:
+    if not estimator.early_stopping or estimator.validation_fraction is None:
         return n
     return n - math.ceil(float(estimator.validation_fraction) * n)
 
@@ -513,6 +520,8 @@ def fit_datasets(
                             UserWarning,
                             stacklevel=3,
                         )
+                    elif failures[p.index] is None:
+                        convergence_warning(p, stacklevel=3)
     if state["stop"]:
         if interrupt == "raise":
             _restore(committed)

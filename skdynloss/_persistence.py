@@ -555,11 +555,11 @@ def _rebuild_classifier(state, tensors, prefix, device):
     if not (
         isinstance(validation, list)
         and all(_kind(v) == "number" for v in validation)
-        and (built["early_stopping"] or not validation)
+        and (_validating(built) or not validation)
     ):
         raise ValueError(
             "The validation record must hold the validation scores with "
-            "early_stopping, and none without."
+            "early_stopping on a validation split, and none without."
         )
     record.validation = [float(v) for v in validation]
     _check_fitted(fitted, record.validation, built)
@@ -795,7 +795,7 @@ def _check_fitted(fitted, validation, built):
         fail("device_", "a str")
     scores = fitted.get("validation_scores_")
     best = fitted.get("best_validation_score_")
-    if built["early_stopping"]:
+    if _validating(built):
         if scores != validation:
             fail("validation_scores_", "the validation score of each epoch")
         if best != (max(validation) if validation else None):
@@ -803,8 +803,13 @@ def _check_fitted(fitted, validation, built):
     elif scores is not None or best is not None:
         fail(
             "validation_scores_" if scores is not None else "best_validation_score_",
-            "None without early_stopping",
+            "None without early_stopping on a validation split",
         )
+
+
+def _validating(built):
+    """Whether the estimator was built to hold out a validation split."""
+    return bool(built["early_stopping"]) and built["validation_fraction"] is not None
 
 
 def _load_module(module, tensors, prefix, what):

@@ -283,6 +283,7 @@ def test_partial_fit_takes_sample_weights(blobs):
 def test_early_stopping_holds_out_validation_data_and_keeps_the_best_epoch(blobs):
     X, y = blobs
     clf = DynamicalLossClassifier(
+        amplitude=1.0,  # no tilt: judged at every epoch, as in MLPClassifier
         early_stopping=True,
         validation_fraction=0.2,
         n_iter_no_change=3,
@@ -295,9 +296,10 @@ def test_early_stopping_holds_out_validation_data_and_keeps_the_best_epoch(blobs
     scores = clf.validation_scores_
     assert len(scores) == clf.n_iter_ < 200  # it stopped early
     assert clf.best_validation_score_ == max(scores)
-    # Stopped because the last n_iter_no_change epochs did not beat the best by tol.
+    # Stopped at the first epoch more than n_iter_no_change epochs after the last one
+    # that beat the best by tol (MLPClassifier's count).
     best = int(np.argmax(scores))
-    assert clf.n_iter_ - 1 - best == 3
+    assert clf.n_iter_ - 1 - best == 3 + 1
     assert clf.net_.history[-1, "valid_acc"] == scores[-1]
     without = DynamicalLossClassifier(compute_sharpness=False, max_epochs=2, period=1)
     without.fit(X, y)

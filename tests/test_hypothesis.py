@@ -106,7 +106,7 @@ def problems(draw, *, max_rows=24, max_features=4, max_epochs=3, extreme=False):
         "batch_size": draw(st.sampled_from([-1, 1, 2, 5, 64])),
         "max_epochs": draw(st.integers(1, max_epochs)),
         "early_stopping": draw(st.booleans()),
-        "validation_fraction": draw(st.floats(0.05, 0.5)),
+        "validation_fraction": draw(st.none() | st.floats(0.05, 0.5)),
         "n_iter_no_change": draw(st.integers(1, 3)),
         "tol": draw(st.sampled_from([0.0, 1e-4, 0.5])),
         "dtype": draw(st.sampled_from(["float32", "float64"])),
@@ -158,8 +158,15 @@ def check_fit(X, y, sample_weight, params):
     assert clf.class_weights_.shape == (clf.n_iter_, len(clf.classes_))
     if params["compute_sharpness"]:
         assert isinstance(clf.sharpness_, float)
-    if params["early_stopping"]:
+    if clf.n_iter_:
+        assert clf.loss_ == clf.loss_curve_[-1]
+    assert len(clf.base_loss_curve_) == clf.n_iter_
+    if params["early_stopping"] and params["validation_fraction"] is not None:
         assert len(clf.validation_scores_) == clf.n_iter_
+        assert clf.best_loss_ is None
+    else:
+        assert clf.validation_scores_ is None
+        assert clf.best_loss_ == min(clf.loss_curve_, default=math.inf)
     return clf
 
 
