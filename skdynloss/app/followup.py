@@ -52,6 +52,7 @@ import numpy as np
 from .reproduce import (
     _mean_std,
     _provenance,
+    _rows_plan,
     _save,
     _score_summary,
     _spiral_split,
@@ -186,21 +187,9 @@ def plan_followup(*, quick=False, settings=None):
                     {"X": X, "y": y, "X_test": X_val, "y_test": y_val, "meta": meta}
                 )
 
-    def finish(rows):
-        return {
-            "settings": cfg,
-            "rows": rows,
-            "fit_seconds": float(sum(r["seconds"] for r in rows)),
-        }
-
-    return {
-        "name": "followup",
-        "estimators": estimators,
-        "data": data,
-        "summarize": _summary,
-        "finish": finish,
-        "describe": _describe,
-    }
+    return _rows_plan(
+        "followup", cfg, estimators, data, summarize=_summary, describe=_describe
+    )
 
 
 def run_followup(*, quick=False, settings=None, n_jobs=1, progress=True):

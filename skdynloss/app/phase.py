@@ -122,21 +122,7 @@ def plan_phase(*, quick=False, settings=None):
                     }
                     data.append({**fit_data, "meta": meta})
 
-    def finish(rows):
-        return {
-            "settings": cfg,
-            "rows": rows,
-            "fit_seconds": float(sum(r["seconds"] for r in rows)),
-        }
-
-    return {
-        "name": "phase",
-        "estimators": estimators,
-        "data": data,
-        "summarize": _r._score_summary,
-        "finish": finish,
-        "describe": _describe,
-    }
+    return _r._rows_plan("phase", cfg, estimators, data, describe=_describe)
 
 
 def _describe(rows):

@@ -680,8 +680,10 @@ def _describe(rows):
     return text
 
 
-def _rows_plan(name, cfg, estimators, data):
-    """A plan whose fits are summarised as rows (width, generalisation)."""
+def _rows_plan(name, cfg, estimators, data, *, summarize=None, describe=None):
+    """A plan whose fits are summarised as rows (one dict per fit, by ``summarize``,
+    default :func:`_score_summary`), ``describe`` (default :func:`_describe`) saying
+    a unit's rows in a few words."""
 
     def finish(rows):
         return {
@@ -694,9 +696,9 @@ def _rows_plan(name, cfg, estimators, data):
         "name": name,
         "estimators": estimators,
         "data": data,
-        "summarize": _score_summary,
+        "summarize": summarize or _score_summary,
         "finish": finish,
-        "describe": _describe,
+        "describe": describe or _describe,
     }
 
 
