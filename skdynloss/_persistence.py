@@ -14,6 +14,9 @@ exactly as the original would.
 
 What cannot be data is refused when saving: a callable ``module``, ``shape`` or
 ``loss``, user callbacks, an optimizer class outside :mod:`torch.optim`.
+
+A Pipeline's scalers are stored in the JSON text; its other steps as skops archives
+(uint8 tensors), read within load's bounds by :mod:`skdynloss._skops`.
 """
 
 import contextlib
@@ -951,9 +954,10 @@ def save(estimator, path):
     Parameters
     ----------
     estimator : DynamicalLossClassifier or Pipeline
-        A fitted classifier, or a fitted Pipeline of ``StandardScaler``,
-        ``MinMaxScaler``, ``MaxAbsScaler`` or ``RobustScaler`` steps (or
-        ``"passthrough"``) that ends in one.
+        A fitted classifier, or a fitted Pipeline that ends in one. Its
+        ``StandardScaler``, ``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler`` and
+        ``"passthrough"`` steps are stored as data; other steps are stored by skops
+        (the ``skops`` extra), when :func:`load` can read them back within its bounds.
     path : str, os.PathLike or binary file object
         Where to write. A path is written to a temporary file first and then renamed,
         so a failed save never leaves half a file.
@@ -969,7 +973,11 @@ def save(estimator, path):
     sklearn.exceptions.NotFittedError
         When the estimator is not fitted.
     TypeError
-        When ``path`` is a file opened in text mode.
+        When ``path`` is a file opened in text mode, or a Pipeline step is of a type
+        that skops does not trust by default or builds from sizes a file declares
+        (the message names the step).
+    ImportError
+        When a Pipeline step needs skops and skops is not installed.
     OSError
         When the file cannot be written (a missing folder, a full disk); a path's
         previous file is then left unchanged.
@@ -1335,6 +1343,9 @@ def load(path, *, device="auto"):
         says what is wrong.
     TypeError
         When ``path`` is a file opened in text mode.
+    ImportError
+        When the file holds a Pipeline step stored by skops and skops is not
+        installed.
 
     See Also
     --------

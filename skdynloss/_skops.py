@@ -17,7 +17,7 @@ Pickle, :mod:`copy` and joblib keep the whole object as before (``__reduce_ex__`
 archives. :func:`load` reads them back with bounds skops does not check itself (every
 record stored uncompressed, every array's declared size within its record, each record
 read once, a schema whose references cannot expand it), loaders that allocate nothing
-the file declares, and skops' default trusted types only.
+the file declares, and skops' default trusted types (and numpy dtypes) only.
 """
 
 import io
@@ -47,7 +47,7 @@ from ._persistence import (
 #: Where a missing skops is asked for.
 EXTRA = "pip install 'skdynloss[skops]'"
 
-#: Tensors as numpy arrays: numpy has every dtype a model holds but bfloat16, which is
+#: Tensors as numpy arrays: numpy has every dtype load accepts but bfloat16, which is
 #: stored as its bits.
 _NUMPY = {
     "float16": np.float16,

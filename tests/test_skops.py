@@ -395,6 +395,36 @@ def test_code_named_by_a_skops_file_is_refused_not_run(dumped, tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a CPU-only run")
+def test_a_model_fitted_on_cuda_loads_on_the_cpu_where_there_is_no_cuda(blobs):
+    X, y = blobs
+    clf = DynamicalLossClassifier(**FAST).fit(X, y)
+
+    def fitted_on_cuda(meta):
+        state = meta["classifier"]
+        state["fitted"]["device_"] = "cuda:0"
+        state["params"]["device"] = state["built_params"]["device"] = "cuda"
+
+    data = edit_schema(sio.dumps(clf), edit_meta(fitted_on_cuda))
+    with pytest.warns(UserWarning, match="fitted on 'cuda:0'.*loaded on the CPU"):
+        loaded = sio.loads(data, trusted=OURS)
+    assert loaded.device_ == "cpu" and loaded.device == "cuda"
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.gpu
+def test_a_cuda_model_stays_on_cuda_through_skops(blobs):
+    X, y = blobs
+    gpu = DynamicalLossClassifier(**FAST, device="cuda", warm_start=True).fit(X, y)
+    loaded = skops_round_trip(gpu)
+    assert loaded.device_ == gpu.device_
+    assert all(p.is_cuda for p in loaded.module_.parameters())
+    np.testing.assert_array_equal(loaded.predict_proba(X), gpu.predict_proba(X))
+    for clf in (gpu, loaded):
+        clf.set_params(max_epochs=2).fit(X, y)
+    assert_same_fit(loaded, gpu, X)
+
+
 # --------------------------------------------------- skops steps in skdynloss.save
 
 
