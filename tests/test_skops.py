@@ -156,6 +156,22 @@ def test_a_search_s_best_estimator_round_trips_through_skops(blobs):
     assert loaded.score(X, y) == search.score(X, y)
 
 
+def test_a_whole_search_round_trips_through_skops(blobs):
+    X, y = blobs
+    search = LockstepGridSearchCV(
+        DynamicalLossClassifier(**FAST), {"amplitude": [1.0, 4.0]}, cv=2
+    ).fit(X, y)
+    data = sio.dumps(search)
+    untrusted = sio.get_untrusted_types(data=data)
+    ours = [t for t in untrusted if t.startswith("skdynloss.")]
+    assert ours == [*OURS, "skdynloss._search.LockstepGridSearchCV"]
+    # The rest are scikit-learn's helpers, which skops lists for its own searches too.
+    assert all(t.startswith("sklearn.") for t in untrusted if t not in ours)
+    loaded = sio.loads(data, trusted=untrusted)
+    assert loaded.best_params_ == search.best_params_
+    np.testing.assert_array_equal(loaded.predict_proba(X), search.predict_proba(X))
+
+
 def test_unfitted_estimators_round_trip_through_skops(blobs):
     X, y = blobs
     clf = DynamicalLossClassifier(**{**FAST, "random_state": np.random.RandomState(3)})
