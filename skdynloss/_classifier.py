@@ -1,6 +1,7 @@
 """DynamicalLossClassifier: a scikit-learn classifier trained with a dynamical loss."""
 
 import copy
+import copyreg
 import inspect
 import math
 import os
@@ -1401,3 +1402,24 @@ class DynamicalLossClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+    # Persistence. Pickle, copy and joblib keep the whole object, skorch net and all
+    # (__reduce_ex__, the tuple object.__reduce_ex__ makes). skops, which stores no
+    # code and has no handler for torch objects, stores __getstate__: the contents
+    # skdynloss.save writes, as a JSON text and numpy arrays; __setstate__ rebuilds
+    # the estimator from them after load's checks (see _skops.py).
+    def __reduce_ex__(self, protocol):
+        return copyreg.__newobj__, (type(self),), BaseEstimator.__getstate__(self)
+
+    def __reduce__(self):
+        return self.__reduce_ex__(2)
+
+    def __getstate__(self):
+        from ._skops import plain_state
+
+        return plain_state(self)
+
+    def __setstate__(self, state):
+        from ._skops import set_state
+
+        set_state(self, state, super().__setstate__)

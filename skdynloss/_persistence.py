@@ -14,6 +14,9 @@ exactly as the original would.
 
 What cannot be data is refused when saving: a callable ``module``, ``shape`` or
 ``loss``, user callbacks, an optimizer class outside :mod:`torch.optim`.
+
+A Pipeline's scalers are stored in the JSON text; its other steps as skops archives
+(uint8 tensors), read within load's bounds by :mod:`skdynloss._skops`.
 """
 
 import contextlib
@@ -47,7 +50,9 @@ from ._classifier import DynamicalLossClassifier, _Record, _resolve_device
 #: Written at the top of every file, and checked first on load.
 FORMAT = "skdynloss-model"
 #: Incremented whenever the layout changes; load reads every version up to this one.
-FORMAT_VERSION = 1
+#: 2: Pipeline steps stored as skops archives. A file is written in the lowest version
+#: that holds it (1 without such steps), so earlier versions of skdynloss read it.
+FORMAT_VERSION = 2
 #: torch.load(weights_only=True) before 2.6 could be made to run code
 #: (CVE-2025-32434); load refuses to rely on it there.
 SAFE_TORCH = (2, 6)
@@ -860,10 +865,13 @@ def _pipeline_state(pipe, tensors):
                 },
             }
         else:
-            raise TypeError(
-                f"Step {name!r} is a {type(step).__qualname__}: save stores Pipelines of "
-                f"{', '.join(sorted(TRANSFORMERS))} ending in a DynamicalLossClassifier."
-            )
+            # Any other step skops stores, as a skops archive in a tensor of bytes.
+            from ._skops import dump_step
+
+            key = f"steps.{i}.skops"
+            data = dump_step(step, name)
+            tensors[key] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            entry = {"name": name, "class": "skops", "tensor": key}
         state["steps"].append(entry)
     return state
 
@@ -888,6 +896,13 @@ def _rebuild_pipeline(state, tensors, device):
                 if not _ATTRIBUTE.match(key):
                     raise ValueError(f"{key!r} is not a fitted attribute.")
                 setattr(step, key, value)
+        elif kind == "skops":
+            from ._skops import read_step
+
+            key = f"steps.{i}.skops"
+            if entry.get("tensor") != key or key not in tensors:
+                raise ValueError(f"Step {name!r}: its skops archive is not {key!r}.")
+            step = read_step(_tensor_bytes(tensors[key]), name)
         else:
             raise ValueError(f"Step {name!r}: {kind!r} is not a step save writes.")
         steps.append((name, step))
@@ -944,9 +959,10 @@ def save(estimator, path):
     Parameters
     ----------
     estimator : DynamicalLossClassifier or Pipeline
-        A fitted classifier, or a fitted Pipeline of ``StandardScaler``,
-        ``MinMaxScaler``, ``MaxAbsScaler`` or ``RobustScaler`` steps (or
-        ``"passthrough"``) that ends in one.
+        A fitted classifier, or a fitted Pipeline that ends in one. Its
+        ``StandardScaler``, ``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler`` and
+        ``"passthrough"`` steps are stored as data; other steps are stored by skops
+        (the ``skops`` extra), when :func:`load` can read them back within its bounds.
     path : str, os.PathLike or binary file object
         Where to write. A path is written to a temporary file first and then renamed,
         so a failed save never leaves half a file.
@@ -962,7 +978,11 @@ def save(estimator, path):
     sklearn.exceptions.NotFittedError
         When the estimator is not fitted.
     TypeError
-        When ``path`` is a file opened in text mode.
+        When ``path`` is a file opened in text mode, or a Pipeline step is of a type
+        that skops does not trust by default or builds from sizes a file declares
+        (the message names the step).
+    ImportError
+        When a Pipeline step needs skops and skops is not installed.
     OSError
         When the file cannot be written (a missing folder, a full disk); a path's
         previous file is then left unchanged.
@@ -990,10 +1010,11 @@ def save(estimator, path):
         content = {"pipeline": _pipeline_state(estimator, tensors)}
     else:
         content = {"classifier": _classifier_state(estimator, tensors, "")}
+    version = 2 if any(k.endswith(".skops") for k in tensors) else 1
     meta = json.dumps(
         {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": version,
             "versions": _versions(),
             **content,
         },
@@ -1005,7 +1026,7 @@ def save(estimator, path):
     _verify(meta, tensors)
     payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "meta": meta,
         "tensors": tensors,
         "sha256": checksum(meta, tensors),
@@ -1181,9 +1202,15 @@ def read(path):
             f"{name} is damaged or was edited: its contents do not match their SHA-256 "
             "checksum."
         )
-    length = len(meta)
+    return parse_text(meta, not_model), tensors
+
+
+def parse_text(text, not_model):
+    """The JSON text of a model, parsed and checked (:func:`_check_text`) before
+    anything is built from it; ``not_model`` begins the message of the ValueError."""
+    length = len(text)
     try:
-        meta = json.loads(meta)
+        meta = json.loads(text)
     except RecursionError:
         raise ValueError(
             f"{not_model}: its JSON text is nested too deeply to read, which save "
@@ -1197,7 +1224,7 @@ def read(path):
         _check_text(meta, length)
     except ValueError as exc:
         raise ValueError(f"{not_model}: {exc}") from None
-    return meta, tensors
+    return meta
 
 
 def _file_size(path):
@@ -1321,6 +1348,9 @@ def load(path, *, device="auto"):
         says what is wrong.
     TypeError
         When ``path`` is a file opened in text mode.
+    ImportError
+        When the file holds a Pipeline step stored by skops and skops is not
+        installed.
 
     See Also
     --------
