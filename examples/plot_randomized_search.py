@@ -75,7 +75,8 @@ print("the same candidates:", same)
 print(f"largest difference of the mean CV scores: {difference:.2g}")
 for name, seconds in times.items():
     print(f"{name:>26}: {seconds:.1f} s")
-print("best parameters:", lockstep.best_params_)
+best = ", ".join(f"{k} {float(v):.3g}" for k, v in lockstep.best_params_.items())
+print("best parameters:", best)
 
 # %%
 # The CV score against amplitude and period
