@@ -319,9 +319,10 @@ def test_results_tables_are_drawn_from_the_csv_files(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "t.csv").write_text(
-        "task,width,mean,std,better\n"
-        "spiral,100,0.93456,0.0151,True\n"
-        "digits,100,0.9,0.004,False\n"
+        "task,width,mean,std,better,amplitude,difference\n"
+        "spiral,100,0.93456,0.0151,True,2.51,0.01\n"
+        "digits,100,0.9,0.004,False,1.0,\n"
+        "noisy,100,0.8,0.004,False,1.0,\n"
     )
     (src / "conf.py").write_text(
         f"import sys\nsys.path.insert(0, {str(DOCS / '_ext')!r})\n"
@@ -330,9 +331,10 @@ def test_results_tables_are_drawn_from_the_csv_files(tmp_path):
     (src / "index.rst").write_text(
         "T\n=\n\n"
         ".. results-table:: t.csv\n"
-        "   :columns: width, mean±std, better\n"
-        "   :headers: width, held-out, dyn better\n"
+        "   :columns: task, width, mean±std, better, amplitude, difference±std\n"
+        "   :headers: task, width, held-out, dyn better, A, difference\n"
         "   :where: task!=digits\n"
+        "   :verbatim: amplitude\n"
     )
     out = tmp_path / "out"
     run = subprocess.run(
@@ -344,6 +346,11 @@ def test_results_tables_are_drawn_from_the_csv_files(tmp_path):
     text = (out / "index.txt").read_text()
     assert "0.935 ± 0.015" in text and "yes" in text and "held-out" in text
     assert "digits" not in text and "0.900" not in text
+    # A verbatim column as written (2.51, not 2.510); a row without a value of an
+    # a±b column shows nothing there, not a lone "±".
+    assert " 2.51 " in text and "2.510" not in text and "0.010 ± 0.015" in text
+    # mean±std in both rows shown, difference±std only in the spiral's.
+    assert text.count("±") == 3
     # A column the file does not have is an error naming it.
     (src / "index.rst").write_text(
         "T\n=\n\n.. results-table:: t.csv\n   :columns: nope\n"

@@ -4,6 +4,7 @@ wrote, so that the Results page shows the files' own numbers (rounded), never co
 Options: ``:columns:`` (comma-separated CSV column names, default all; ``a±b`` shows
 column ``a`` plus or minus column ``b`` in one cell), ``:headers:`` (comma-separated
 titles, default the column names), ``:digits:`` (decimals of the numbers, default 3),
+``:verbatim:`` (comma-separated columns shown as written, such as settings),
 ``:where:`` (``column=value`` or ``column!=value``: only the rows whose column has, or
 has not, that value; several separated by ``;``).
 """
@@ -35,6 +36,7 @@ class ResultsTable(Directive):
         "headers": directives.unchanged,
         "digits": directives.nonnegative_int,
         "where": directives.unchanged,
+        "verbatim": directives.unchanged,
     }
 
     def run(self):
@@ -67,12 +69,20 @@ class ResultsTable(Directive):
             )
             rows = [r for r in rows if (r[column] == value) != negate]
         digits = self.options.get("digits", 3)
+        verbatim = {
+            c.strip() for c in self.options.get("verbatim", "").split(",") if c.strip()
+        }
         lines = [".. list-table::", "   :header-rows: 1", ""]
         for i, h in enumerate(headers):
             lines.append(("   * - " if i == 0 else "     - ") + h)
         for r in rows:
             for i, c in enumerate(columns):
-                cell = " ± ".join(_cell(r[part], digits) for part in c.split("±"))
+                parts = [
+                    r[part] if part in verbatim else _cell(r[part], digits)
+                    for part in c.split("±")
+                ]
+                # A row without the value (a static loss's "difference") stays empty.
+                cell = " ± ".join(parts) if parts[0] else ""
                 lines.append(("   * - " if i == 0 else "     - ") + cell)
         container = nodes.container()
         self.state.nested_parse(
