@@ -27,6 +27,10 @@ trains those that can share a stack in lockstep (the engine of
 :func:`skdynloss.fit_lockstep`) and spreads the stacks over worker processes;
 :func:`run_plans` pools several reproductions into one such call (``all``).
 
+Two more run by name, not by ``all``: ``phase`` (:mod:`skdynloss.app.phase`, the
+outcome over a grid of amplitudes and periods) and ``followup``
+(:mod:`skdynloss.app.followup`, the squared errors of Lavin and Ruiz-Garcia, 2024).
+
 Run ``skdynloss reproduce NAME [--quick] [--out DIR] [--n-jobs N] [--paper-length]``
 (or ``python -m skdynloss.reproduce``).
 """
