@@ -1242,6 +1242,18 @@ def _file_size(path):
     return end - start
 
 
+def stored_within(info, size, total):
+    """Whether the zip record ``info`` is stored uncompressed (a compressed record
+    could expand to any size) and lies, like all records up to it (``total`` bytes),
+    inside an archive of ``size`` bytes."""
+    return (
+        info.compress_type == zipfile.ZIP_STORED
+        and info.compress_size == info.file_size
+        and info.header_offset + info.compress_size <= size
+        and total <= size
+    )
+
+
 def _check_archive(path, not_model):
     """The file's zip archive, checked before torch reads it: torch.save's records only,
     stored uncompressed (a compressed record could expand to any size), within the
@@ -1271,10 +1283,7 @@ def _check_archive(path, not_model):
                 record in _RECORDS
                 or re.fullmatch(r"data/\d{1,9}|\.\w[\w.-]*(/\w[\w.-]*)?", record)
             )
-            or info.compress_type != zipfile.ZIP_STORED
-            or info.compress_size != info.file_size
-            or info.header_offset + info.compress_size > size
-            or total > size
+            or not stored_within(info, size, total)
         ):
             raise ValueError(
                 f"{not_model}: its record {info.filename[:80]!r} "

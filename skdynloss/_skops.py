@@ -42,6 +42,7 @@ from ._persistence import (
     _rebuild_classifier,
     _versions,
     parse_text,
+    stored_within,
 )
 
 #: Where a missing skops is asked for.
@@ -379,10 +380,7 @@ def check_archive(data):
             if (
                 not _RECORD.fullmatch(info.filename)
                 or info.filename in records
-                or info.compress_type != zipfile.ZIP_STORED
-                or info.compress_size != info.file_size
-                or info.header_offset + info.compress_size > size
-                or total > size
+                or not stored_within(info, size, total)
             ):
                 raise ValueError(
                     f"its record {info.filename[:80]!r} ({info.file_size} bytes, "
